@@ -1,0 +1,3 @@
+from dominant_patterns.run import main
+
+main()

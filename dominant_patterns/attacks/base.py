@@ -1,0 +1,116 @@
+"""Base class shared by the dominant pattern and every universal-attack baseline.
+
+Contract: ``attack.fit(loader) -> delta`` where ``loader`` yields image batches in [0, 1]
+(uint8 is accepted and scaled), and ``delta`` is a float tensor [3, S, S] in pixel space with
+``||delta||_inf <= xi``. Perturbed images are ``clamp(x + delta, 0, 1)`` for every method.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+
+from dominant_patterns.errors import ConfigError
+from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.trainer import TrainerSettings, optimize_pattern, to_memory_format
+
+log = logging.getLogger(__name__)
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+def check_xi(xi: float) -> float:
+    if not isinstance(xi, (int, float)) or isinstance(xi, bool) or not 0 < xi <= 1:
+        raise ConfigError(f"xi={xi!r} is out of range: it must be a number in (0, 1] (10/255 = 0.0392 by default)")
+    return float(xi)
+
+
+class UniversalAttack(ABC):
+    """One universal perturbation for a frozen classifier.
+
+    Args:
+        model: the wrapped classifier (normalization inside; it is frozen here).
+        xi: l_inf budget in [0, 1] pixel units.
+        trainer: loop settings (epochs, batch size, precision, ...).
+        seed: seed for any randomness the attack owns.
+        on_log: callback ``(metrics, step)`` for training curves.
+    """
+
+    name: ClassVar[str] = "universal"
+    #: True when the attack uses no images at all (it is still given the loader).
+    data_free: ClassVar[bool] = False
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, trainer: TrainerSettings | None = None,
+                 seed: int = 0, on_log: LogFn | None = None) -> None:
+        self.model = model.freeze()
+        self.xi = check_xi(xi)
+        self.trainer = trainer or TrainerSettings()
+        self.seed = seed
+        self.on_log = on_log
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.model.input_size, self.model.input_size)
+
+    def zeros(self) -> torch.Tensor:
+        return torch.zeros(self.shape, device=self.device)
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """Projection onto the l_inf ball of radius xi."""
+        return delta.clamp(-self.xi, self.xi)
+
+    @staticmethod
+    def apply(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Perturbed images, kept in [0, 1]."""
+        return (x + delta).clamp(0.0, 1.0)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.on_log is not None:
+            self.on_log(metrics, step)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "xi": self.xi, "data_free": self.data_free}
+
+    @abstractmethod
+    def fit(self, loader: Iterable[Any]) -> torch.Tensor:
+        """Return the universal perturbation [3, S, S] (fp32, on the model's device)."""
+
+
+class GradientAttack(UniversalAttack):
+    """An attack that minimizes a per-batch loss on delta with Adam, projecting after each step.
+
+    Subclasses implement :meth:`loss`; the loop (precision, channels-last, logging) is shared.
+    """
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 0.01, weight_decay: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(model, xi, **kwargs)
+        if not lr > 0:
+            raise ConfigError(f"attack.lr={lr!r} must be > 0")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+
+    def init_delta(self) -> torch.Tensor:
+        return self.zeros()
+
+    @abstractmethod
+    def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Scalar loss to minimize for a batch ``x`` in [0, 1]."""
+
+    def fit(self, loader: Iterable[Any]) -> torch.Tensor:
+        return optimize_pattern(self.init_delta(), loader, self.loss, project=self.project, settings=self.trainer,
+                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name)
+
+    def pattern_and_perturbed(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """One batch ``[delta, clamp(x_1 + delta), ...]``: f(delta) costs one extra row, not a pass."""
+        both = torch.cat([delta.unsqueeze(0), self.apply(x, delta)])
+        return to_memory_format(both, self.trainer.channels_last)

@@ -1,0 +1,71 @@
+"""The dominant pattern (Ye et al., Algorithm 1).
+
+Minimizes L(f(delta), f(clamp(x + delta, 0, 1))) over unlabeled images with Adam
+(lr 0.01, batch 32, 10 epochs), delta initialized at 0 and clamped to [-xi, xi] after every
+step. f is taken at the logits (paper) or at the backbone features (``layer=features``).
+f(delta) is computed once per step from delta alone.
+
+Usage::
+
+    attack = DominantPattern(model, xi=10 / 255)
+    delta = attack.fit(loader)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dominant_patterns.attacks.base import GradientAttack
+from dominant_patterns.errors import ConfigError
+from dominant_patterns.losses import get_loss
+from dominant_patterns.models import ClassifierWrapper
+
+LAYERS = ("logits", "features")
+
+
+class DominantPattern(GradientAttack):
+    """Algorithm 1 with a similarity loss from the loss registry (cos, ed, kld).
+
+    Args:
+        loss: ``{"name": "cos", "layer": "logits"}`` or a loss name.
+        target_class: optional class to steer f(delta) towards (cross-entropy on f(delta)
+            weighted by ``target_weight``, added to the similarity loss).
+    """
+
+    name: ClassVar[str] = "dominant"
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, loss: dict[str, Any] | str = "cos",
+                 target_class: int | None = None, target_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(model, xi, **kwargs)
+        spec = {"name": loss} if isinstance(loss, str) else dict(loss)
+        self.loss_name = spec.get("name", "cos")
+        self.loss_fn = get_loss(self.loss_name)
+        self.layer = spec.get("layer", "logits")
+        if self.layer not in LAYERS:
+            raise ConfigError(f"loss.layer={self.layer} is not valid. Valid choices: {', '.join(LAYERS)}")
+        if target_class is not None and not 0 <= int(target_class) < model.num_classes:
+            raise ConfigError(f"attack.target_class={target_class} is out of range [0, {model.num_classes})")
+        self.target_class = None if target_class is None else int(target_class)
+        self.target_weight = float(target_weight)
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer == "logits":
+            return self.model(x)
+        return self.model.forward_with_features(x)[1]
+
+    def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        both = self.pattern_and_perturbed(x, delta)
+        if self.target_class is None:
+            out = self.outputs(both)
+            return self.loss_fn(out[:1], out[1:]).mean()
+        logits, feats = self.model.forward_with_features(both)
+        out = logits if self.layer == "logits" else feats
+        target = torch.tensor([self.target_class], device=logits.device)
+        return self.loss_fn(out[:1], out[1:]).mean() + self.target_weight * F.cross_entropy(logits[:1].float(), target)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "loss": self.loss_name, "layer": self.layer, "lr": self.lr,
+                "target_class": self.target_class}

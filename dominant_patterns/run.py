@@ -1,0 +1,187 @@
+"""The Hydra app: fit a universal pattern, evaluate it beside noise floors, record everything.
+
+    python -m dominant_patterns model=vgg19 dataset=coco dataset.root=/data/coco/train2017
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
+from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.config_checks import check_run_config
+from dominant_patterns.data import SplitDataset, build_dataset, make_loader, save_split_record, to_float_batch
+from dominant_patterns.errors import UserInputError
+from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, noise_floors
+from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.summary import format_summary
+from dominant_patterns.tracking import RunRecorder, git_commit
+from dominant_patterns.trainer import TrainerSettings, resolve_device
+
+log = logging.getLogger("dominant_patterns")
+
+FLOORS = ("random_noise", "random_sign")
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def build_attack(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings,
+                 recorder: RunRecorder) -> UniversalAttack:
+    """Instantiate ``cfg.attack`` (a ``_target_`` class) with the runtime objects it needs."""
+    params = container(cfg.attack)
+    params.pop("name", None)
+    factory = instantiate(params, _partial_=True, _convert_="all")
+    return factory(model=model, xi=float(cfg.xi), trainer=settings, seed=int(cfg.seed), on_log=recorder.log)
+
+
+def load_model(cfg: DictConfig, settings: TrainerSettings) -> ClassifierWrapper:
+    model = build_model(**container(cfg.model)).to(resolve_device(settings.device))
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_datasets(cfg: DictConfig, model: ClassifierWrapper) -> tuple[SplitDataset, SplitDataset]:
+    """Fit and evaluation sets; the evaluation set defaults to the fit dataset's held-out split."""
+    fit_set = build_dataset(container(cfg.dataset), split="fit", image_size=model.input_size, seed=int(cfg.seed))
+    eval_cfg = cfg.get("eval_dataset") or cfg.dataset
+    eval_set = build_dataset(container(eval_cfg), split="eval", image_size=model.input_size, seed=int(cfg.seed))
+    return fit_set, eval_set
+
+
+def identity_of(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset, eval_set: SplitDataset) -> dict[str, Any]:
+    return {
+        "task_name": cfg.task_name,
+        "tags": list(cfg.tags),
+        "model": model.name,
+        "dataset": fit_set.name,
+        "eval_dataset": eval_set.name,
+        "fit_size": len(fit_set),
+        "eval_size": len(eval_set),
+        "loss": cfg.loss.name,
+        "loss_layer": cfg.loss.get("layer", "logits"),
+        "attack": cfg.attack.name,
+        "xi": float(cfg.xi),
+        "xi_255": float(cfg.xi) * 255,
+        "seed": int(cfg.seed),
+        "precision": cfg.trainer.precision,
+        "commit": git_commit(),
+        "clip_rule": "clamp(x + delta, 0, 1)",
+    }
+
+
+def write_examples(path: Path, model: ClassifierWrapper, eval_set: SplitDataset, delta: torch.Tensor,
+                   result: EvaluationResult, n: int = 8) -> None:
+    n = min(n, len(eval_set))
+    x, _ = to_float_batch(torch.stack([eval_set[i][0] for i in range(n)]), "cpu")
+    perturbed = (x + delta.cpu()).clamp(0, 1)
+    clean_names = [model.class_names[int(c)] for c in result.clean_pred[:n]]
+    adv_names = [model.class_names[int(c)] for c in next(iter(result.adv_pred.values()))[:n]]
+    dom = next(iter(result.patterns.values()))
+    save_examples_grid(path, x, perturbed, clean_names, adv_names,
+                       title=f"{model.name}: pattern predicted as '{dom['dominant_class_name']}' "
+                             f"({dom['dominant_confidence']:.0%}); dominance {dom['dominance_ratio']:.1%}")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """One job: fit, evaluate (pattern and floors), save artifacts, write metrics.json."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_run_config(cfg)
+    seed_everything(int(cfg.seed))
+    settings = TrainerSettings.from_config(container(cfg.trainer))
+    model = load_model(cfg, settings)
+    fit_set, eval_set = load_datasets(cfg, model)
+    save_split_record(fit_set, out_dir / "split_fit.json")
+    save_split_record(eval_set, out_dir / "split_eval.json")
+    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    identity = identity_of(cfg, model, fit_set, eval_set)
+    recorder = RunRecorder(out_dir, container(cfg.logger), container(cfg), identity)
+    exit_code = 1
+    try:
+        attack = build_attack(cfg, model, settings, recorder)
+        num_workers = int(cfg.dataset.get("num_workers") or 0)
+        fit_loader = make_loader(fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
+                                 num_workers=num_workers)
+        log.info("fitting %s on %s (%d images, %d epochs) for %s", attack.name, fit_set.name, len(fit_set),
+                 settings.epochs, model.name)
+        start = time.perf_counter()
+        delta = attack.fit(fit_loader).detach().float()
+        fit_seconds = time.perf_counter() - start
+        save_pattern(out_dir / "pattern.pt", delta.cpu(), {**identity, "model_info": model.describe()})
+        save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
+
+        patterns = {attack.name: delta, **noise_floors(tuple(delta.shape), float(cfg.xi), int(cfg.seed))}
+        eval_loader = make_loader(eval_set, batch_size=settings.eval_batch_size, shuffle=False,
+                                  num_workers=int((cfg.get("eval_dataset") or cfg.dataset).get("num_workers") or 0))
+        start = time.perf_counter()
+        result = evaluate_patterns(model, patterns, eval_loader, precision=settings.precision,
+                                   channels_last=settings.channels_last, progress=settings.progress,
+                                   labels_match=eval_set.label_space is not None
+                                   and eval_set.label_space == model.label_space)
+        eval_seconds = time.perf_counter() - start
+        write_examples(out_dir / "examples.png", model, eval_set, delta, result)
+        main_metrics = result.patterns[attack.name]
+        results = {
+            "metrics": main_metrics,
+            "floors": {k: result.patterns[k] for k in FLOORS},
+            "timing": {
+                "fit_seconds": fit_seconds,
+                "eval_seconds": eval_seconds,
+                "fit_images_per_second": settings.epochs * len(fit_set) / fit_seconds if fit_seconds else None,
+                "eval_images_per_second": len(eval_set) * (len(patterns) + 1) / eval_seconds if eval_seconds else None,
+            },
+            "attack_info": attack.describe(),
+            "output_dir": str(out_dir),
+            "status": "finished",
+        }
+        recorder.log({"eval": main_metrics, "floors": results["floors"], "timing": results["timing"]})
+        recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})
+        recorder.finish(results)
+        table = format_summary({attack.name: main_metrics, **results["floors"]})
+        (out_dir / "summary.md").write_text(table + "\n")
+        print(f"\n{model.name} | fit: {fit_set.name} ({len(fit_set)} images) | eval: {eval_set.name} "
+              f"({len(eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
+              f"fit {fit_seconds:.1f}s, evaluation {eval_seconds:.1f}s; outputs in {out_dir}", flush=True)
+        exit_code = 0
+        return results
+    finally:
+        recorder.close(exit_code)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Entry point of ``python -m dominant_patterns`` and the ``dominant-patterns`` script."""
+    try:
+        return float(run(cfg)["metrics"]["dominance_ratio"])
+    except UserInputError as exc:
+        log.error("%s", exc)
+        if HydraConfig.get().mode == RunMode.RUN:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

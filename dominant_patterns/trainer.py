@@ -1,0 +1,130 @@
+"""The gradient loop shared by optimization-based attacks: Adam on delta, project after each step."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from dominant_patterns.data import iterate_images
+from dominant_patterns.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good pattern is kept."""
+
+
+@dataclass
+class TrainerSettings:
+    """How the loop runs (not what it optimizes)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    progress: bool = True
+    log_every: int = 20
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> TrainerSettings:
+        known = {k: v for k, v in (cfg or {}).items() if k in cls.__dataclass_fields__}
+        settings = cls(**known)
+        if settings.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={settings.precision} is not valid. "
+                              f"Valid choices: {', '.join(PRECISIONS)}")
+        return settings
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA device is available. Valid choices here: auto, cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for bf16/fp16; a no-op for fp32."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def optimize_pattern(
+    delta: torch.Tensor,
+    loader: Iterable[Any],
+    step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    settings: TrainerSettings,
+    lr: float,
+    weight_decay: float = 0.0,
+    on_log: Callable[[dict[str, float], int], None] | None = None,
+    desc: str = "fit",
+) -> torch.Tensor:
+    """Minimize ``step_loss(x, delta)`` over ``settings.epochs`` passes with Adam.
+
+    ``delta`` is fp32 and so is the Adam state (the loss may run under autocast). After every
+    step ``delta`` is replaced by ``project(delta)``. Returns the final delta (detached).
+    """
+    device = delta.device
+    delta = delta.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([delta], lr=lr, weight_decay=weight_decay)
+    try:
+        total = settings.epochs * len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    bar = tqdm(total=total, desc=desc, disable=not settings.progress, unit="batch", leave=False)
+    step, last_good = 0, delta.detach().clone()
+    try:
+        for epoch in range(settings.epochs):
+            epoch_loss, epoch_batches = 0.0, 0
+            for x, _ in iterate_images(loader, device):
+                x = to_memory_format(x, settings.channels_last)
+                with autocast(device, settings.precision):
+                    loss = step_loss(x, delta)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at epoch {epoch} step {step}; keeping the last good pattern")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    delta.copy_(project(delta))
+                last_good = delta.detach()
+                step += 1
+                value = float(loss.detach())
+                epoch_loss += value
+                epoch_batches += 1
+                bar.update(1)
+                if on_log and step % settings.log_every == 0:
+                    on_log({"train/loss": value, "train/epoch": epoch}, step)
+                bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+            if on_log and epoch_batches:
+                on_log({"train/epoch_loss": epoch_loss / epoch_batches, "train/epoch": epoch + 1}, step)
+            log.info("epoch %d/%d: mean loss %.5f", epoch + 1, settings.epochs, epoch_loss / max(epoch_batches, 1))
+    except NonFiniteLossError:
+        log.error("non-finite loss: stopping with the last good pattern")
+        raise
+    finally:
+        bar.close()
+    del last_good
+    return delta.detach()
