@@ -115,7 +115,7 @@ class RunRecorder:
             project=cfg.get("project", "dominant-patterns"), entity=cfg.get("entity"), group=cfg.get("group"),
             job_type=cfg.get("job_type"), name=cfg.get("run_name"), tags=tags, mode=mode,
             dir=str(self.out_dir), config={**config, "commit": self.identity.get("commit")},
-            reinit="finish_previous", settings=wandb.Settings(start_method="thread", console="off"),
+            reinit="finish_previous", settings=wandb.Settings(console="off"),
         )
 
     def _guard(self, what: str, fn: Any) -> Any:
