@@ -20,7 +20,11 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the last good pattern is kept."""
+    """The loss became NaN or inf; ``pattern`` holds the last good pattern (before that step)."""
+
+    def __init__(self, message: str, pattern: torch.Tensor | None = None) -> None:
+        super().__init__(message)
+        self.pattern = pattern
 
 
 @dataclass
@@ -84,40 +88,65 @@ def optimize_pattern(
 
     ``delta`` is fp32 and so is the Adam state (the loss may run under autocast). After every
     step ``delta`` is replaced by ``project(delta)``. Returns the final delta (detached).
+    The host syncs only every ``log_every`` steps; a non-finite loss raises
+    :class:`NonFiniteLossError` carrying delta from before the first bad step.
     """
     device = delta.device
     delta = delta.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([delta], lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam([delta], lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    loss_fn = torch.compile(step_loss) if settings.compile else step_loss
     try:
         total = settings.epochs * len(loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
     bar = tqdm(total=total, desc=desc, disable=not settings.progress, unit="batch", leave=False)
-    step, last_good = 0, delta.detach().clone()
+    # No host sync per step: the loss is summed on the device, and a sticky device flag keeps delta at
+    # its last good value from the first non-finite loss on; both are read every log_every steps.
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    window_loss = torch.zeros((), device=device)
+    step, checked_step = 0, 0
+
+    def check(epoch: int) -> float:
+        """Sync once: raise if a non-finite loss was seen since the last check, else the window's mean loss."""
+        nonlocal window_loss, checked_step
+        is_bad, total_loss = torch.stack([bad.float(), window_loss]).tolist()
+        if is_bad:
+            raise NonFiniteLossError(f"non-finite loss in epoch {epoch} between steps {checked_step} and {step}; "
+                                     "keeping the last good pattern", pattern=delta.detach().clone())
+        mean = total_loss / max(step - checked_step, 1)
+        window_loss = torch.zeros((), device=device)
+        checked_step = step
+        return mean
+
     try:
         for epoch in range(settings.epochs):
-            epoch_loss, epoch_batches = 0.0, 0
+            epoch_loss, epoch_start = 0.0, step
             for x, _ in iterate_images(loader, device):
                 x = to_memory_format(x, settings.channels_last)
                 with autocast(device, settings.precision):
-                    loss = step_loss(x, delta)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss became {loss.item()} at epoch {epoch} step {step}; keeping the last good pattern")
+                    loss = loss_fn(x, delta)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                with torch.no_grad():
+                    before = delta.detach().clone()
                 optimizer.step()
                 with torch.no_grad():
-                    delta.copy_(project(delta))
-                last_good = delta.detach()
+                    loss = loss.detach().float()
+                    bad |= ~torch.isfinite(loss)
+                    delta.copy_(torch.where(bad, before, project(delta)))
+                    window_loss += loss
                 step += 1
-                value = float(loss.detach())
-                epoch_loss += value
-                epoch_batches += 1
                 bar.update(1)
-                if on_log and step % settings.log_every == 0:
-                    on_log({"train/loss": value, "train/epoch": epoch}, step)
-                bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+                if step % settings.log_every == 0:
+                    window_steps = step - checked_step
+                    value = check(epoch)
+                    epoch_loss += value * window_steps
+                    if on_log:
+                        on_log({"train/loss": value, "train/epoch": epoch}, step)
+                    bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+            window_steps = step - checked_step
+            epoch_loss += check(epoch) * window_steps
+            epoch_batches = step - epoch_start
             if on_log and epoch_batches:
                 on_log({"train/epoch_loss": epoch_loss / epoch_batches, "train/epoch": epoch + 1}, step)
             log.info("epoch %d/%d: mean loss %.5f", epoch + 1, settings.epochs, epoch_loss / max(epoch_batches, 1))
@@ -126,5 +155,4 @@ def optimize_pattern(
         raise
     finally:
         bar.close()
-    del last_good
     return delta.detach()
