@@ -278,6 +278,57 @@ def cifar10_dataset(req: DatasetRequest) -> SplitDataset:
                               split_record={"root": str(root), "train": req.split == "fit", "size": len(labels)})
 
 
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)  # Debian's dataset-fashion-mnist
+
+
+def _read_idx_gz(path: Path) -> np.ndarray:
+    """Decode one gzipped IDX file (MNIST format): magic, dims, then uint8 data."""
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist_dataset(req: DatasetRequest) -> SplitDataset:
+    """Fashion-MNIST: train split fits, t10k evaluates; grayscale to 3 channels, resized to the model.
+
+    Reads the IDX files from ``root`` or Debian's ``dataset-fashion-mnist`` folder, else downloads
+    them with torchvision (``download: true``).
+    """
+    root = Path(req.get("root", "data/fashion_mnist")).expanduser()
+    prefix = "train" if req.split == "fit" else "t10k"
+    folders = [root, *map(Path, FASHION_MNIST_DIRS)]
+    found = next((d for d in folders if (d / f"{prefix}-images-idx3-ubyte.gz").is_file()), None)
+    if found is not None:
+        images_np = _read_idx_gz(found / f"{prefix}-images-idx3-ubyte.gz")
+        labels_np = _read_idx_gz(found / f"{prefix}-labels-idx1-ubyte.gz")
+    else:
+        import torchvision
+
+        try:
+            ds = torchvision.datasets.FashionMNIST(str(root), train=req.split == "fit",
+                                                   download=bool(req.get("download", True)))
+        except (RuntimeError, OSError) as exc:
+            raise DataError(f"Fashion-MNIST not found under dataset.root={root} or {FASHION_MNIST_DIRS} and could "
+                            f"not be downloaded ({exc}). Install it with `apt-get install dataset-fashion-mnist`.") from exc
+        found = root
+        images_np, labels_np = ds.data.numpy(), ds.targets.numpy()
+    labels = torch.from_numpy(labels_np.astype(np.int64))
+    limit = req.get("max_images")
+    keep = torch.arange(len(labels))
+    if limit:
+        keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(req.seed))[: int(limit)]
+    gray = torch.from_numpy(np.array(images_np))[keep]
+    images = resize_uint8(gray[:, None].expand(-1, 3, -1, -1).contiguous(), req.image_size)
+    return TensorImageDataset(images, labels[keep], name="fashion_mnist", split=req.split,
+                              label_space=req.get("label_space", "fashion_mnist"),
+                              split_record={"root": str(found), "file_prefix": prefix, "indices": keep.tolist()})
+
+
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
     """Resize a uint8 batch [N, 3, H, W] to ``size`` (bilinear, antialiased), chunked."""
     if images.shape[-1] == size and images.shape[-2] == size:
