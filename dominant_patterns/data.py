@@ -66,6 +66,7 @@ class ImageFileDataset(SplitDataset):
         self.paths, self.labels = list(paths), list(labels)
         self.name, self.split, self.label_space = name, split, label_space
         self.split_record = split_record
+        self.image_size, self.augment = image_size, augment
         self.transform = file_transform(image_size, augment)
 
     def __len__(self) -> int:

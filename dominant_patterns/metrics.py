@@ -123,26 +123,26 @@ def evaluate_patterns(
         x = to_memory_format(x, channels_last)
         with autocast(device, precision):
             if clean_pred is None:
-                clean_parts.append(model(x).argmax(1).cpu())
+                clean_parts.append(model(x).argmax(1))
             for name, delta in deltas.items():
                 logits, feats = model.forward_with_features((x + delta).clamp_(0, 1))
                 logits_d, feats_d, _ = refs[name]
                 a = acc[name]
-                a.preds.append(logits.argmax(1).cpu())
-                a.cos_logits.append(cos_loss(logits_d, logits.float()).cpu())
-                a.cos_features.append(cos_loss(feats_d, feats.float()).cpu())
+                a.preds.append(logits.argmax(1))  # stays on the device: no sync per batch
+                a.cos_logits.append(cos_loss(logits_d, logits.float()))
+                a.cos_features.append(cos_loss(feats_d, feats.float()))
         if y is not None:
-            label_parts.append(y.cpu())
+            label_parts.append(y)
         seen += x.shape[0]
-    clean = clean_pred if clean_pred is not None else torch.cat(clean_parts)
+    clean = clean_pred.cpu() if clean_pred is not None else torch.cat(clean_parts).cpu()
     if clean.numel() != seen:
         raise ValueError(f"clean_pred holds {clean.numel()} predictions but the loader gave {seen} images")
-    labels = torch.cat(label_parts) if label_parts else None
+    labels = torch.cat(label_parts).cpu() if label_parts else None
     has_labels = labels_match and labels is not None and bool((labels >= 0).all())
     results: dict[str, dict[str, Any]] = {}
     adv_preds: dict[str, torch.Tensor] = {}
     for name, delta in deltas.items():
-        pred = torch.cat(acc[name].preds)
+        pred = torch.cat(acc[name].preds).cpu()
         adv_preds[name] = pred
         dom_class = int(refs[name][2].argmax())
         top = topk_ratios(pred)

@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.cache import cache_if_enabled, cached_clean_predictions, fast_loader
 from dominant_patterns.config_checks import check_run_config
-from dominant_patterns.data import SplitDataset, build_dataset, make_loader, save_split_record, to_float_batch
+from dominant_patterns.data import SplitDataset, build_dataset, save_split_record, to_float_batch
 from dominant_patterns.errors import UserInputError
 from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, noise_floors
 from dominant_patterns.models import ClassifierWrapper, build_model
@@ -113,6 +114,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings = TrainerSettings.from_config(container(cfg.trainer))
     model = load_model(cfg, settings)
     fit_set, eval_set = load_datasets(cfg, model)
+    # dataset.cache: decode file-backed sets once into uint8 shards under paths.cache_dir (reused by later runs)
+    cache_dir = cfg.paths.get("cache_dir")
+    fit_set, fit_cache_seconds = cache_if_enabled(fit_set, cfg.dataset, cache_dir)
+    eval_set, eval_cache_seconds = cache_if_enabled(eval_set, cfg.get("eval_dataset") or cfg.dataset, cache_dir)
     save_split_record(fit_set, out_dir / "split_fit.json")
     save_split_record(eval_set, out_dir / "split_eval.json")
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -122,8 +127,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         attack = build_attack(cfg, model, settings, recorder)
         num_workers = int(cfg.dataset.get("num_workers") or 0)
-        fit_loader = make_loader(fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
-                                 num_workers=num_workers)
+        fit_loader = fast_loader(fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
+                                 num_workers=num_workers, device=model.device)
         log.info("fitting %s on %s (%d images, %d epochs) for %s", attack.name, fit_set.name, len(fit_set),
                  settings.epochs, model.name)
         start = time.perf_counter()
@@ -133,13 +138,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
 
         patterns = {attack.name: delta, **noise_floors(tuple(delta.shape), float(cfg.xi), int(cfg.seed))}
-        eval_loader = make_loader(eval_set, batch_size=settings.eval_batch_size, shuffle=False,
-                                  num_workers=int((cfg.get("eval_dataset") or cfg.dataset).get("num_workers") or 0))
+        eval_loader = fast_loader(eval_set, batch_size=settings.eval_batch_size, shuffle=False,
+                                  num_workers=int((cfg.get("eval_dataset") or cfg.dataset).get("num_workers") or 0),
+                                  device=model.device)
         start = time.perf_counter()
+        clean_pred = cached_clean_predictions(model, eval_set, eval_loader, precision=settings.precision,
+                                              channels_last=settings.channels_last, cache_dir=cache_dir)
         result = evaluate_patterns(model, patterns, eval_loader, precision=settings.precision,
                                    channels_last=settings.channels_last, progress=settings.progress,
                                    labels_match=eval_set.label_space is not None
-                                   and eval_set.label_space == model.label_space)
+                                   and eval_set.label_space == model.label_space, clean_pred=clean_pred)
         eval_seconds = time.perf_counter() - start
         write_examples(out_dir / "examples.png", model, eval_set, delta, result)
         main_metrics = result.patterns[attack.name]
@@ -149,6 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "timing": {
                 "fit_seconds": fit_seconds,
                 "eval_seconds": eval_seconds,
+                "cache_build_seconds": fit_cache_seconds + eval_cache_seconds,
                 "fit_images_per_second": settings.epochs * len(fit_set) / fit_seconds if fit_seconds else None,
                 "eval_images_per_second": len(eval_set) * (len(patterns) + 1) / eval_seconds if eval_seconds else None,
             },

@@ -1,0 +1,84 @@
+"""Several dominant patterns in one pass: K patterns (e.g. K seeds) optimized together.
+
+Each step takes one batch from each of K loaders, stacks ``[delta_k, clamp(x_k + delta_k)]`` for
+all k into one forward of ``K * (B + 1)`` rows, and sums the K per-pattern losses. Adam and the
+projection act elementwise, so every pattern follows exactly the trajectory it would follow
+alone (K = 1 is the plain :class:`DominantPattern`); the small models that leave a GPU idle at
+batch 32 get K times the work per launch.
+
+Usage::
+
+    attack = MultiSeedDominant(model, xi=10 / 255)
+    loaders = [make_loader(fit_set, batch_size=32, shuffle=True, seed=s) for s in range(4)]
+    deltas = attack.fit_many(loaders)   # [4, 3, S, S]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dominant_patterns.attacks.dominant import DominantPattern
+from dominant_patterns.trainer import optimize_pattern, to_memory_format
+
+
+def images_of(batch: Any) -> torch.Tensor:
+    """The image tensor of an ``x``, ``(x, y)`` or ``{"image": x}`` batch, unconverted."""
+    if isinstance(batch, dict):
+        return batch["image"]
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class StackedLoader:
+    """Zip K loaders into batches ``[K, B, 3, S, S]`` (each step cut to the smallest of the K batches)."""
+
+    def __init__(self, loaders: Sequence[Iterable[Any]]) -> None:
+        if not loaders:
+            raise ValueError("StackedLoader needs at least one loader")
+        self.loaders = list(loaders)
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, None]]:
+        for batches in zip(*self.loaders, strict=False):
+            xs = [images_of(batch) for batch in batches]
+            b = min(x.shape[0] for x in xs)
+            if b:
+                yield torch.stack([x[:b] for x in xs]), None
+
+
+class MultiSeedDominant(DominantPattern):
+    """:class:`DominantPattern` fitting K patterns at once with :meth:`fit_many` (``fit`` fits one)."""
+
+    name: ClassVar[str] = "dominant_multi"
+
+    def fit_many(self, loaders: Sequence[Iterable[Any]]) -> torch.Tensor:
+        """K patterns [K, 3, S, S], pattern k fitted on ``loaders[k]``."""
+        delta = torch.zeros((len(loaders), *self.shape), device=self.device)
+        return optimize_pattern(delta, StackedLoader(loaders), self.loss, project=self.project, settings=self.trainer,
+                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name)
+
+    def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Sum over k of the single-pattern loss; ``x`` [K, B, 3, S, S] with ``delta`` [K, 3, S, S]."""
+        if delta.dim() == 3:
+            return super().loss(x, delta)
+        k, b = x.shape[:2]
+        both = torch.cat([delta[:, None], self.apply(x, delta[:, None])], dim=1).flatten(0, 1)
+        both = to_memory_format(both, self.trainer.channels_last)
+        if self.target_class is None:
+            out = self.outputs(both)
+            logits = None
+        else:
+            logits, feats = self.model.forward_with_features(both)
+            out = logits if self.layer == "logits" else feats
+        out = out.reshape(k, b + 1, -1)
+        total = sum(self.loss_fn(out[i, :1], out[i, 1:]).mean() for i in range(k))
+        if logits is not None:
+            pattern_logits = logits.reshape(k, b + 1, -1)[:, 0].float()
+            target = torch.full((k,), self.target_class, device=logits.device)  # type: ignore[arg-type]
+            total = total + self.target_weight * F.cross_entropy(pattern_logits, target, reduction="sum")
+        return total  # type: ignore[return-value]

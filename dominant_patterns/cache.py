@@ -1,0 +1,414 @@
+"""Decode once, reuse everywhere: a uint8 image cache on disk, device-resident batch loading, and
+cached clean predictions.
+
+* :func:`build_image_cache` decodes and resizes the images of a file-backed dataset once into
+  memory-mapped ``.npy`` shards under ``cache_dir/images/<key>/``. The key hashes the dataset name,
+  split, stored size and the file list (path, byte size, mtime), so a changed list or size gets a
+  new entry. The entry is written in a temporary folder and renamed into place, so concurrent sweep
+  jobs never read half an entry (the first finished rename wins; the others use it).
+* Fit splits are stored at the resize size ``round(S * 256 / 224)`` (the central square of the
+  short-side resize) and cropped on the fly: :func:`random_crop_flip` draws a random SxS crop and
+  random horizontal and vertical flips for a whole batch in one indexing op. Trade-off: the crop
+  stays inside the central square, whereas the file pipeline can crop anywhere along the long side.
+  Evaluation splits are stored at S, identical to the file pipeline's resize + center crop.
+* :class:`DeviceLoader` iterates a tensor-backed dataset in seeded batches (the same order as
+  :func:`dominant_patterns.data.make_loader` with the same seed), keeping the whole dataset on the
+  accelerator when it fits, so no step waits on decoding, collation or host-to-device copies.
+* :func:`cached_clean_predictions` stores the clean predictions of an evaluation set per model
+  (keyed by a parameter fingerprint and the images), so every pattern scored later reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dominant_patterns.data import ImageFileDataset, SplitDataset, TensorImageDataset, skip_none_collate
+from dominant_patterns.models import ClassifierWrapper
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+SHARD_IMAGES = 4096
+#: Keep a cached dataset on the accelerator only while it takes at most this share of free memory.
+DEVICE_SHARE = 0.4
+
+
+def stored_size(image_size: int, augment: bool) -> int:
+    """Side of the cached square: the resize size for augmented (cropped on the fly) splits, else S."""
+    return int(round(image_size * 256 / 224)) if augment else image_size
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def image_cache_key(dataset: ImageFileDataset, size: int) -> str:
+    """Hash of dataset name, split, stored size and the file list (path, byte size, mtime)."""
+    files = []
+    for p in dataset.paths:
+        try:
+            st = os.stat(p)
+            files.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            files.append((str(p), -1, -1))
+    return _digest({"v": CACHE_VERSION, "name": dataset.name, "split": dataset.split, "size": size,
+                    "labels": dataset.labels, "files": files})
+
+
+class _DecodeSquare(torch.utils.data.Dataset):
+    """The files of an :class:`ImageFileDataset`, resized on the short side and center-cropped to a square."""
+
+    def __init__(self, dataset: ImageFileDataset, resize: int, size: int) -> None:
+        from torchvision.transforms import v2
+
+        self.dataset = dataset
+        self.transform = v2.Compose([v2.PILToTensor(), v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+
+    def __len__(self) -> int:
+        return len(self.dataset.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.dataset.paths[i]) as img:
+                return self.transform(img.convert("RGB")), i
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            warnings.warn(f"skipping unreadable image {self.dataset.paths[i]}: {exc}", stacklevel=1)
+            return None
+
+
+@dataclass
+class CachedImages:
+    """The shards of one cache entry: uint8 memmaps [n, 3, s, s] plus labels and source indices."""
+
+    shards: list[torch.Tensor]
+    labels: torch.Tensor
+    sources: torch.Tensor
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.numel() for s in self.shards)
+
+    def tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All images in one tensor on ``device`` (read shard by shard, no host-side concatenation)."""
+        if len(self.shards) == 1 and torch.device(device).type == "cpu":
+            return self.shards[0]
+        size = self.shards[0].shape[-1] if self.shards else 1
+        out = torch.empty(len(self), 3, size, size, dtype=torch.uint8, device=device)
+        start = 0
+        for shard in self.shards:
+            out[start:start + shard.shape[0]].copy_(shard)
+            start += shard.shape[0]
+        return out
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` (any order) read from the memory-mapped shards."""
+        bounds = torch.tensor([0] + [s.shape[0] for s in self.shards]).cumsum(0)
+        shard_of = torch.searchsorted(bounds, index, right=True) - 1
+        size = self.shards[0].shape[-1]
+        out = torch.empty(index.numel(), 3, size, size, dtype=torch.uint8)
+        for k in shard_of.unique().tolist():
+            mask = shard_of == k
+            out[mask] = self.shards[k][index[mask] - bounds[k]]
+        return out
+
+
+def _load_entry(folder: Path) -> CachedImages:
+    meta = json.loads((folder / "meta.json").read_text())
+    shards = []
+    for name, count in zip(meta["shards"], meta["counts"], strict=True):
+        array = np.load(folder / name, mmap_mode="c")  # copy-on-write: writable views, file untouched
+        shards.append(torch.from_numpy(array[:count]))
+    labels = torch.from_numpy(np.load(folder / "labels.npy"))
+    sources = torch.from_numpy(np.load(folder / "sources.npy"))
+    return CachedImages(shards, labels, sources, meta)
+
+
+def build_image_cache(dataset: ImageFileDataset, cache_dir: str | Path, *, augment: bool | None = None,
+                      num_workers: int = 0) -> CachedImages:
+    """Decode ``dataset`` once into shards under ``cache_dir`` (or load the existing entry).
+
+    Unreadable files are skipped (and listed in the entry's ``meta.json``). ``meta["build_seconds"]``
+    is the decode time of whoever built the entry; ``meta["reused"]`` says whether this call reused it.
+    """
+    augment = dataset.augment if augment is None else augment
+    size = stored_size(dataset.image_size, augment)
+    key = image_cache_key(dataset, size)
+    root = Path(cache_dir).expanduser() / "images"
+    folder = root / f"{dataset.name}-{dataset.split}-{size}-{key}"
+    if (folder / "meta.json").is_file():
+        entry = _load_entry(folder)
+        entry.meta["reused"] = True
+        return entry
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        n = len(dataset.paths)
+        resize = int(round(dataset.image_size * 256 / 224))
+        loader = DataLoader(_DecodeSquare(dataset, resize, size), batch_size=64, num_workers=num_workers,
+                            collate_fn=skip_none_collate)
+        shard_names, counts, sources = [], [], []
+        shard: np.ndarray | None = None
+        filled = 0
+        for images, index in loader:
+            for image, i in zip(images, index.tolist(), strict=True):
+                if shard is None or filled == shard.shape[0]:
+                    if shard is not None:
+                        shard.flush()
+                        counts.append(filled)
+                    shard_names.append(f"images-{len(shard_names):05d}.npy")
+                    rows = min(SHARD_IMAGES, n - len(sources))
+                    shard = np.lib.format.open_memmap(tmp / shard_names[-1], mode="w+", dtype=np.uint8,
+                                                      shape=(rows, 3, size, size))
+                    filled = 0
+                shard[filled] = image.numpy()
+                filled += 1
+                sources.append(i)
+        if shard is not None:
+            shard.flush()
+            counts.append(filled)
+            del shard
+        skipped = sorted(set(range(n)) - set(sources))
+        np.save(tmp / "labels.npy", np.asarray([dataset.labels[i] for i in sources], dtype=np.int64))
+        np.save(tmp / "sources.npy", np.asarray(sources, dtype=np.int64))
+        seconds = time.perf_counter() - start
+        meta = {"version": CACHE_VERSION, "key": key, "name": dataset.name, "split": dataset.split,
+                "size": size, "image_size": dataset.image_size, "augment": augment, "count": len(sources),
+                "skipped": [str(dataset.paths[i]) for i in skipped], "shards": shard_names, "counts": counts,
+                "build_seconds": seconds}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(tmp, folder)  # atomic; fails when another job finished first
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("cached %d images of %s/%s at %dpx in %.1fs (%d unreadable skipped) -> %s", len(sources),
+             dataset.name, dataset.split, size, seconds, len(skipped), folder)
+    entry = _load_entry(folder)
+    entry.meta.update(reused=False, build_seconds=seconds)
+    return entry
+
+
+class CachedImageDataset(TensorImageDataset):
+    """A :class:`TensorImageDataset` whose images come from the cache (maybe larger than S, see ``crop``).
+
+    ``crop`` is the model's input size S; when the stored side is larger, batches are randomly
+    cropped and flipped by :class:`DeviceLoader` (``augment``), and ``__getitem__`` center-crops.
+    """
+
+    def __init__(self, entry: CachedImages, source: ImageFileDataset, *, augment: bool) -> None:
+        record = dict(source.split_record)
+        if entry.meta.get("skipped"):
+            record["skipped"] = entry.meta["skipped"]
+        self.entry, self.labels = entry, entry.labels
+        self.name, self.split, self.label_space = source.name, source.split, source.label_space
+        self.split_record = record
+        self.crop = source.image_size
+        self.augment = augment
+        self._images: torch.Tensor | None = None
+
+    @property
+    def images(self) -> torch.Tensor:  # type: ignore[override]
+        """All images in host memory (concatenated on first use; one shard is used in place)."""
+        if self._images is None:
+            self._images = self.entry.tensor("cpu")
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.entry)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.entry.gather(torch.tensor([i]))[0]
+        offset = (image.shape[-1] - self.crop) // 2
+        return image[:, offset:offset + self.crop, offset:offset + self.crop], int(self.labels[i])
+
+
+def cache_dataset(dataset: SplitDataset, cache_dir: str | Path, *, num_workers: int = 0) -> tuple[SplitDataset, float]:
+    """The cached version of a file-backed dataset, and the seconds this call spent building its cache.
+
+    Other datasets (already in memory) are returned unchanged with 0 seconds.
+    """
+    if not isinstance(dataset, ImageFileDataset):
+        return dataset, 0.0
+    entry = build_image_cache(dataset, cache_dir, num_workers=num_workers)
+    seconds = 0.0 if entry.meta.get("reused") else float(entry.meta["build_seconds"])
+    return CachedImageDataset(entry, dataset, augment=dataset.augment), seconds
+
+
+def random_crop_flip(images: torch.Tensor, size: int, generator: torch.Generator, *,
+                     flips: bool = True) -> torch.Tensor:
+    """A random ``size`` crop plus random horizontal/vertical flips per image, for a batch [B, C, H, W].
+
+    One gather for the batch; the result is channels-last in memory (a permuted [B, S, S, C] view).
+    Random numbers come from the CPU ``generator`` (reproducible on every device).
+    """
+    b, _, h, w = images.shape
+    top = torch.randint(0, h - size + 1, (b, 1), generator=generator)
+    left = torch.randint(0, w - size + 1, (b, 1), generator=generator)
+    span = torch.arange(size)
+    rows, cols = top + span, left + span
+    if flips:
+        flip = torch.rand(b, 2, generator=generator) < 0.5
+        rows = torch.where(flip[:, :1], rows.flip(1), rows)
+        cols = torch.where(flip[:, 1:], cols.flip(1), cols)
+    device = images.device
+    rows, cols = rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)
+    batch = torch.arange(b, device=device)[:, None, None]
+    return images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_SHARE * free
+
+
+class DeviceLoader:
+    """Seeded batches of a tensor-backed dataset, on ``device`` (whole dataset there when it fits).
+
+    Yields ``(uint8 images [B, 3, S, S], labels)``. With ``shuffle`` the order per epoch is the one
+    :func:`dominant_patterns.data.make_loader` gives for the same seed.
+    """
+
+    def __init__(self, dataset: TensorImageDataset, *, batch_size: int, shuffle: bool, seed: int = 0,
+                 device: torch.device | str = "cpu", drop_last: bool = False) -> None:
+        self.device = torch.device(device)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+        self.crop_generator = torch.Generator().manual_seed(seed + 1)
+        self.entry = dataset.entry if isinstance(dataset, CachedImageDataset) else None
+        stored = self.entry.shards[0].shape[-1] if self.entry is not None else dataset.images.shape[-1]
+        self.crop = getattr(dataset, "crop", stored)
+        self.augment = bool(getattr(dataset, "augment", False)) and self.crop < stored
+        self.n = len(dataset)
+        nbytes = self.n * 3 * stored * stored
+        self.resident = fits_on_device(nbytes, self.device)
+        if self.resident:
+            self.images = self.entry.tensor(self.device) if self.entry is not None else dataset.images.to(self.device)
+        else:
+            self.images = None if self.entry is not None else dataset.images
+        self.labels = dataset.labels.to(self.device) if self.resident else dataset.labels
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # what DataLoader draws first
+        return torch.randperm(self.n, generator=self.generator)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()
+        order_dev = order.to(self.device) if self.resident else order
+        for b in range(len(self)):
+            idx = order_dev[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.images[idx] if self.images is not None else self.entry.gather(idx)  # type: ignore[union-attr]
+            y = self.labels[idx]
+            if not self.resident:
+                if self.device.type == "cuda":
+                    x = x.pin_memory()
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.augment:
+                x = random_crop_flip(x, self.crop, self.crop_generator)
+            elif x.shape[-1] != self.crop:
+                offset = (x.shape[-1] - self.crop) // 2
+                x = x[..., offset:offset + self.crop, offset:offset + self.crop]
+            yield x, y
+
+
+def fast_loader(dataset: SplitDataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                device: torch.device | str = "cpu") -> Any:
+    """:class:`DeviceLoader` for tensor-backed datasets, else the file-decoding ``make_loader``."""
+    from dominant_patterns.data import make_loader
+
+    if isinstance(dataset, TensorImageDataset):
+        return DeviceLoader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, device=device)
+    return make_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clean predictions, once per (model, evaluation set, precision)
+
+
+@torch.no_grad()
+def model_fingerprint(model: ClassifierWrapper) -> str:
+    """Name, input size and per-tensor sums of parameters and buffers (one device sync)."""
+    tensors = [t for _, t in sorted({**dict(model.named_parameters()), **dict(model.named_buffers())}.items())
+               if t.is_floating_point()]
+    sums = torch.stack([t.detach().double().sum() for t in tensors] +
+                       [t.detach().double().abs().sum() for t in tensors]).cpu().numpy() if tensors else np.zeros(0)
+    return _digest({"name": model.name, "input_size": model.input_size, "n": len(tensors),
+                    "sums": hashlib.sha256(sums.tobytes()).hexdigest()})
+
+
+def dataset_fingerprint(dataset: SplitDataset) -> str:
+    """Hash of the images themselves when in memory, else of the cache key or split record (file list)."""
+    if isinstance(dataset, CachedImageDataset):
+        return _digest({"cache": dataset.entry.meta["key"], "crop": dataset.crop})
+    if isinstance(dataset, TensorImageDataset):
+        h = hashlib.sha256(dataset.images.contiguous().numpy().tobytes())
+        h.update(dataset.labels.numpy().tobytes())
+        return h.hexdigest()[:20]
+    return _digest({**dataset.describe(), **dataset.split_record})
+
+
+def cached_clean_predictions(model: ClassifierWrapper, dataset: SplitDataset, loader: Any, *, precision: str = "fp32",
+                             channels_last: bool = True, cache_dir: str | Path | None = None) -> torch.Tensor:
+    """Clean top-1 predictions of ``loader`` (over ``dataset``, unshuffled), read from or written to the cache."""
+    from dominant_patterns.data import iterate_images
+    from dominant_patterns.trainer import autocast, to_memory_format
+
+    path = None
+    if cache_dir is not None:
+        key = _digest({"model": model_fingerprint(model), "data": dataset_fingerprint(dataset),
+                       "precision": precision, "channels_last": channels_last})
+        path = Path(cache_dir).expanduser() / "clean_pred" / f"{model.name}-{dataset.name}-{dataset.split}-{key}.pt"
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    model = model.freeze()
+    parts = []
+    with torch.no_grad(), autocast(model.device, precision):
+        for x, _ in iterate_images(loader, model.device):
+            parts.append(model(to_memory_format(x, channels_last)).argmax(1))
+    pred = torch.cat(parts).cpu() if parts else torch.empty(0, dtype=torch.long)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(pred, tmp)
+        os.replace(tmp, path)
+    return pred
+
+
+def cache_if_enabled(dataset: SplitDataset, dataset_cfg: Any,
+                     cache_dir: str | Path | None) -> tuple[SplitDataset, float]:
+    """Apply :func:`cache_dataset` when ``dataset_cfg.cache`` is true and a cache dir is set (else a no-op)."""
+    if not cache_dir or not dataset_cfg.get("cache", False):
+        return dataset, 0.0
+    return cache_dataset(dataset, cache_dir, num_workers=int(dataset_cfg.get("num_workers") or 0))
