@@ -23,14 +23,16 @@ from omegaconf import DictConfig, OmegaConf
 from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.cache import cache_if_enabled, cached_clean_predictions, fast_loader
+from dominant_patterns.checkpoint import JOB_NOTES, Checkpointer, Interrupted, flat_config, previous_result
 from dominant_patterns.config_checks import check_run_config
 from dominant_patterns.data import SplitDataset, build_dataset, save_split_record, to_float_batch
 from dominant_patterns.errors import UserInputError
 from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, noise_floors
 from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.schema import validate_config
 from dominant_patterns.summary import format_summary
 from dominant_patterns.tracking import RunRecorder, git_commit
-from dominant_patterns.trainer import TrainerSettings, resolve_device
+from dominant_patterns.trainer import NonFiniteLossError, TrainerSettings, resolve_device
 
 log = logging.getLogger("dominant_patterns")
 
@@ -109,7 +111,20 @@ def write_examples(path: Path, model: ClassifierWrapper, eval_set: SplitDataset,
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One job: fit, evaluate (pattern and floors), save artifacts, write metrics.json."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    JOB_NOTES.clear()
+    validate_config(cfg)
     check_run_config(cfg)
+    # Never overwrite a finished result; resume an interrupted one (checkpoint.py).
+    run_config = flat_config(container(cfg))
+    previous = previous_result(out_dir, run_config, overwrite=bool(cfg.get("overwrite", False)))
+    if previous is not None:
+        JOB_NOTES["status"] = "skipped"
+        log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
+        print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
+        return previous
+    checkpointer = Checkpointer(out_dir, every=int(cfg.get("checkpoint_every", 0)), config=run_config,
+                                resume="false" if cfg.get("overwrite", False) else cfg.get("resume", "auto"))
+    resumed = checkpointer.prepare()
     seed_everything(int(cfg.seed))
     settings = TrainerSettings.from_config(container(cfg.trainer))
     model = load_model(cfg, settings)
@@ -124,15 +139,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     identity = identity_of(cfg, model, fit_set, eval_set)
     recorder = RunRecorder(out_dir, container(cfg.logger), container(cfg), identity)
     exit_code = 1
+    checkpointer.install_signal_handlers()
     try:
         attack = build_attack(cfg, model, settings, recorder)
+        attack.checkpointer = checkpointer
         num_workers = int(cfg.dataset.get("num_workers") or 0)
         fit_loader = fast_loader(fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
                                  num_workers=num_workers, device=model.device)
         log.info("fitting %s on %s (%d images, %d epochs) for %s", attack.name, fit_set.name, len(fit_set),
                  settings.epochs, model.name)
         start = time.perf_counter()
-        delta = attack.fit(fit_loader).detach().float()
+        try:
+            delta = attack.fit(fit_loader).detach().float()
+        except NonFiniteLossError as exc:
+            kept = out_dir / "pattern_last_good.pt"
+            if exc.pattern is not None:
+                save_pattern(kept, exc.pattern.detach().float().cpu(), {**identity, "status": "non-finite loss"})
+            ckpt = f"; last checkpoint: {checkpointer.path}" if checkpointer.path.exists() else ""
+            raise NonFiniteLossError(f"{exc}. The last good pattern is in {kept}{ckpt}. Try a smaller attack.lr "
+                                     "or trainer.precision=fp32, then rerun with resume=false",
+                                     pattern=exc.pattern) from None
         fit_seconds = time.perf_counter() - start
         save_pattern(out_dir / "pattern.pt", delta.cpu(), {**identity, "model_info": model.describe()})
         save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
@@ -162,7 +188,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "eval_images_per_second": len(eval_set) * (len(patterns) + 1) / eval_seconds if eval_seconds else None,
             },
             "attack_info": attack.describe(),
+            # unreadable image files are skipped (with a warning each) and counted here
+            "skipped_eval_images": len(eval_set) - int(main_metrics["n_images"]),
             "output_dir": str(out_dir),
+            "config_fingerprint": checkpointer.fingerprint,
+            "resumed_from_step": int(resumed["step"]) if resumed else None,
             "status": "finished",
         }
         recorder.log({"eval": main_metrics, "floors": results["floors"], "timing": results["timing"]})
@@ -176,6 +206,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         exit_code = 0
         return results
     finally:
+        checkpointer.restore_signal_handlers()
         recorder.close(exit_code)
 
 
@@ -190,6 +221,30 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         raise
+    except NonFiniteLossError as exc:
+        log.error("%s", exc)
+        if HydraConfig.get().mode == RunMode.RUN:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(3)
+        raise
+    except Interrupted as exc:
+        stop_after_interrupt(exc)
+    return None
+
+
+def stop_after_interrupt(exc: Interrupted) -> None:
+    """Say how to continue, let submitit requeue the job (its handler), else exit with 128 + signal."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.RUN:
+        how = " ".join([*hydra_cfg.overrides.task, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"])
+    else:
+        how = f"the same sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}"
+    JOB_NOTES["status"] = "interrupted"
+    log.warning("%s; continue with: %s", exc, how)
+    print(f"{exc}\ncontinue with: python -m dominant_patterns {how}", file=sys.stderr, flush=True)
+    if callable(exc.previous_handler):  # submitit: checkpoint() and requeue, then it exits itself
+        exc.previous_handler(exc.signum, None)
+    sys.exit(128 + exc.signum)
 
 
 if __name__ == "__main__":

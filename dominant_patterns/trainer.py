@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from dominant_patterns.checkpoint import Checkpointer, StateFns, Stateful
 from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
 
@@ -83,6 +84,8 @@ def optimize_pattern(
     weight_decay: float = 0.0,
     on_log: Callable[[dict[str, float], int], None] | None = None,
     desc: str = "fit",
+    checkpointer: Checkpointer | None = None,
+    extra_state: Stateful | None = None,
 ) -> torch.Tensor:
     """Minimize ``step_loss(x, delta)`` over ``settings.epochs`` passes with Adam.
 
@@ -90,6 +93,8 @@ def optimize_pattern(
     step ``delta`` is replaced by ``project(delta)``. Returns the final delta (detached).
     The host syncs only every ``log_every`` steps; a non-finite loss raises
     :class:`NonFiniteLossError` carrying delta from before the first bad step.
+    ``checkpointer`` saves/restores delta, the Adam state and ``extra_state`` (the attack's own
+    state) every N steps and at epoch ends (see :mod:`dominant_patterns.checkpoint`).
     """
     device = delta.device
     delta = delta.detach().clone().requires_grad_(True)
@@ -118,10 +123,29 @@ def optimize_pattern(
         checked_step = step
         return mean
 
+    ck = checkpointer or Checkpointer()
+    stats: dict[str, Any] = {"epoch_loss": 0.0, "epoch_start": 0}
+
+    def get_state() -> dict[str, Any]:
+        extra = {"attack": extra_state.state_dict()} if extra_state is not None else {}
+        return {"delta": delta.detach().clone(), "optimizer": optimizer.state_dict(), **stats, **extra}
+
+    def put_state(state: Mapping[str, Any]) -> None:
+        nonlocal step, checked_step
+        with torch.no_grad():
+            delta.copy_(state["delta"].to(device))
+        optimizer.load_state_dict(state["optimizer"])
+        stats.update(epoch_loss=float(state["epoch_loss"]), epoch_start=int(state["epoch_start"]))
+        if extra_state is not None and "attack" in state:
+            extra_state.load_state_dict(state["attack"])
+        step = checked_step = ck.step
+        bar.update(step)
+
     try:
-        for epoch in range(settings.epochs):
-            epoch_loss, epoch_start = 0.0, step
-            for x, _ in iterate_images(loader, device):
+        for epoch, batches in ck.epochs(StateFns(get_state, put_state), loader, settings.epochs):
+            if ck.batch == 0:
+                stats.update(epoch_loss=0.0, epoch_start=step)
+            for x, _ in iterate_images(batches, device):
                 x = to_memory_format(x, settings.channels_last)
                 with autocast(device, settings.precision):
                     loss = loss_fn(x, delta)
@@ -137,15 +161,18 @@ def optimize_pattern(
                     window_loss += loss
                 step += 1
                 bar.update(1)
-                if step % settings.log_every == 0:
+                logging_step = step % settings.log_every == 0
+                if logging_step or ck.save_due():  # a checkpoint must never hold a non-finite state
                     window_steps = step - checked_step
                     value = check(epoch)
-                    epoch_loss += value * window_steps
-                    if on_log:
+                    stats["epoch_loss"] += value * window_steps
+                    if on_log and logging_step:
                         on_log({"train/loss": value, "train/epoch": epoch}, step)
                     bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+                ck.step_done()
             window_steps = step - checked_step
-            epoch_loss += check(epoch) * window_steps
+            stats["epoch_loss"] += check(epoch) * window_steps
+            epoch_loss, epoch_start = stats["epoch_loss"], stats["epoch_start"]
             epoch_batches = step - epoch_start
             if on_log and epoch_batches:
                 on_log({"train/epoch_loss": epoch_loss / epoch_batches, "train/epoch": epoch + 1}, step)

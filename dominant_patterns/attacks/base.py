@@ -3,17 +3,32 @@
 Contract: ``attack.fit(loader) -> delta`` where ``loader`` yields image batches in [0, 1]
 (uint8 is accepted and scaled), and ``delta`` is a float tensor [3, S, S] in pixel space with
 ``||delta||_inf <= xi``. Perturbed images are ``clamp(x + delta, 0, 1)`` for every method.
+
+Checkpoints (resume after a kill or preemption): every attack has ``self.checkpointer`` (a
+disabled :class:`~dominant_patterns.checkpoint.Checkpointer` unless the app set one) and a
+``state_dict()``/``load_state_dict()`` pair. An attack with its own loop keeps everything the
+loop changes (delta, optimizer, generator weights, counters) on ``self``, extends the two
+methods with it (tensors and plain values only), and drives the loop like this::
+
+    for epoch, batches in self.checkpointer.epochs(self, loader, self.trainer.epochs):
+        for x, _ in iterate_images(batches, self.device):   # resumes mid-epoch
+            ...one update...
+            self.checkpointer.step_done()   # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
+
+Data-free loops pass an int (steps per epoch) instead of the loader. ``GradientAttack`` needs
+none of this: ``optimize_pattern`` checkpoints delta and the Adam state, plus this state.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 
+from dominant_patterns.checkpoint import Checkpointer
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.models import ClassifierWrapper
 from dominant_patterns.trainer import TrainerSettings, optimize_pattern, to_memory_format
@@ -52,6 +67,15 @@ class UniversalAttack(ABC):
         self.seed = seed
         self.on_log = on_log
         self.generator = torch.Generator().manual_seed(seed)
+        self.checkpointer = Checkpointer()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The attack's resumable state beyond its loop's (extend it in subclasses with own state)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
 
     @property
     def device(self) -> torch.device:
@@ -108,7 +132,8 @@ class GradientAttack(UniversalAttack):
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         return optimize_pattern(self.init_delta(), loader, self.loss, project=self.project, settings=self.trainer,
-                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name)
+                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name,
+                                checkpointer=self.checkpointer, extra_state=self)
 
     def pattern_and_perturbed(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """One batch ``[delta, clamp(x_1 + delta), ...]``: f(delta) costs one extra row, not a pass."""
