@@ -171,6 +171,7 @@ def evaluate_patterns(
     return EvaluationResult(results, clean, adv_preds, labels)
 
 
-def evaluate_pattern(model: ClassifierWrapper, delta: torch.Tensor, loader: Iterable[Any], **kwargs: Any) -> dict[str, Any]:
+def evaluate_pattern(model: ClassifierWrapper, delta: torch.Tensor, loader: Iterable[Any],
+                     **kwargs: Any) -> dict[str, Any]:
     """Metrics of one pattern (see :func:`evaluate_patterns`)."""
     return evaluate_patterns(model, {"pattern": delta}, loader, **kwargs).patterns["pattern"]

@@ -29,5 +29,5 @@ def format_summary(rows: Mapping[str, Mapping[str, Any]]) -> str:
     header = ["pattern", *(c[0] for c in COLUMNS)]
     body = [[name, *(_cell(m.get(key), pct) for _, key, pct in COLUMNS)] for name, m in rows.items()]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])

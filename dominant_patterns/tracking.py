@@ -110,7 +110,8 @@ class RunRecorder:
         import wandb
 
         tags = [str(t) for t in (cfg.get("tags") or [])]
-        tags += [f"{k}:{self.identity[k]}" for k in ("model", "dataset", "loss", "attack", "seed") if k in self.identity]
+        keys = ("model", "dataset", "loss", "attack", "seed")
+        tags += [f"{k}:{self.identity[k]}" for k in keys if k in self.identity]
         self._run = wandb.init(
             project=cfg.get("project", "dominant-patterns"), entity=cfg.get("entity"), group=cfg.get("group"),
             job_type=cfg.get("job_type"), name=cfg.get("run_name"), tags=tags, mode=mode,

@@ -64,3 +64,45 @@ def run_app(tmp_path: Path, *overrides: str, module: str = "dominant_patterns",
     """Run ``python -m <module> <overrides>`` in a subprocess with outputs under ``tmp_path``."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=tmp_path, env=app_env(tmp_path),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def read_wandb_offline(path: Path) -> dict[str, list]:
+    """Records of an offline ``run-*.wandb`` file by type (a LevelDB-style log of protobuf records).
+
+    Offline runs write no ``wandb-summary.json``; this reads what ``wandb sync`` would upload.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    pos, block, chunks, out = 7, 32768, b"", {}
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pos += 7
+        chunks += data[pos:pos + length]
+        pos += length
+        if kind in (1, 4):  # FULL or LAST
+            record = pb.Record()
+            record.ParseFromString(chunks)
+            out.setdefault(record.WhichOneof("record_type"), []).append(record)
+            chunks = b""
+        elif kind == 0:
+            break
+    return out
+
+
+def wandb_summary(path: Path) -> dict[str, object]:
+    """The final summary of an offline run as ``{key: value}``."""
+    import json
+
+    summary: dict[str, object] = {}
+    for record in read_wandb_offline(path).get("summary", []):
+        for item in record.summary.update:
+            summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return summary
