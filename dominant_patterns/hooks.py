@@ -11,7 +11,7 @@ derived from the module types here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -71,6 +71,32 @@ def capture_activations(model: ClassifierWrapper | nn.Module, names: list[str], 
         for name in names:
             handles.append(net.get_submodule(name).register_forward_hook(make_hook(name)))
         yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def transform_activations(model: ClassifierWrapper | nn.Module, names: list[str],
+                          fn: Callable[[str, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, each named layer's output is replaced by ``fn(name, output)``.
+
+    For objectives that change activations inside the network (e.g. Monte Carlo dropout on
+    every conv output, PD-UA); names as in :func:`capture_activations`.
+    """
+    net = model.net if isinstance(model, ClassifierWrapper) else model
+    handles = []
+
+    def make_hook(name: str):  # noqa: ANN202
+        def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor | None:
+            return fn(name, out) if isinstance(out, torch.Tensor) else None
+
+        return hook
+
+    try:
+        for name in names:
+            handles.append(net.get_submodule(name).register_forward_hook(make_hook(name)))
+        yield
     finally:
         for h in handles:
             h.remove()

@@ -1,6 +1,16 @@
 """Universal attacks: the dominant pattern and the re-implemented baselines (one file each)."""
 
 from dominant_patterns.attacks.base import GradientAttack, UniversalAttack
+from dominant_patterns.attacks.cosine_uap import CosineUAP
 from dominant_patterns.attacks.dominant import DominantPattern
+from dominant_patterns.attacks.fff import FFF
+from dominant_patterns.attacks.ft_uap import FTUAP
+from dominant_patterns.attacks.gd_uap import GDUAP
+from dominant_patterns.attacks.pd_ua import PDUA
+from dominant_patterns.attacks.sgd_uap import SGDUAP
+from dominant_patterns.attacks.tuap import TUAP
+from dominant_patterns.attacks.uap import UAP
 
-__all__ = ["DominantPattern", "GradientAttack", "UniversalAttack"]
+__all__ = ["DominantPattern", "GradientAttack", "UniversalAttack",
+           # baselines (one module each)
+           "UAP", "SGDUAP", "TUAP", "CosineUAP", "GDUAP", "FFF", "PDUA", "FTUAP"]

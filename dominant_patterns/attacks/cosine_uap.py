@@ -1,0 +1,44 @@
+"""Cosine-UAP: minimize cos(f(x), f(x + delta)) on the logits (Zhang, Benz, Karjauv, Kweon, ICCV 2021).
+
+Paper: "Data-free universal adversarial perturbation and black-box attack",
+https://arxiv.org/abs/2103.xxxxx (ICCV 2021); no official code, giladfrid009/ulib ``cosine_uap.py`` read.
+
+Norm: l_inf (``xi``). Label-free: f(x) is the clean logit vector (no gradient). The loop is the
+dominant pattern's (Adam, projection after every step, epochs/batch from the trainer group) so the
+two objectives are compared under identical optimization; lr 0.005 follows the group's TUAP code.
+The contrast with the dominant pattern: DP pulls f(x + delta) towards f(delta); Cosine-UAP pushes
+it away from f(x).
+
+Usage::
+
+    attack = CosineUAP(model, xi=10 / 255)
+    delta = attack.fit(loader)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dominant_patterns.attacks.base import GradientAttack
+from dominant_patterns.models import ClassifierWrapper
+
+
+class CosineUAP(GradientAttack):
+    """Adam on the mean cosine similarity between clean and perturbed logits."""
+
+    name: ClassVar[str] = "cosine_uap"
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 0.005, **kwargs: Any) -> None:
+        super().__init__(model, xi, lr=lr, **kwargs)
+
+    def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            clean = self.model(x).float()
+        adv = self.model(self.apply(x, delta)).float()
+        return F.cosine_similarity(clean, adv, dim=1, eps=1e-12).mean()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lr": self.lr}

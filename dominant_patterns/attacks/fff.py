@@ -1,0 +1,99 @@
+"""FFF: Fast Feature Fool, a data-free UAP (Mopuri, Garg, Babu, BMVC 2017).
+
+Paper: https://arxiv.org/abs/1707.05572 ; public code read: val-iisc/fast-feature-fool, giladfrid009/ulib.
+
+Norm: l_inf (``xi``). Objective: maximize sum_l log mean |a_l(delta)| over the model's ``conv``
+layer group (hooks.py), with delta alone as input: the mean image + delta, i.e. normalize(mean + delta)
+= delta / std (the Caffe "mean image + delta"; not raw delta).
+Defaults (published): delta ~ U[-xi, xi], Adam lr 0.1 on the 0-255 scale (``lr_255``), projection
+after every step, delta halved every 300 iterations, validation every 300 iterations, stop after 5
+checks without improvement, at most 10k iterations (``max_iterations`` caps that for CPU runs).
+
+Data: none for the objective. The loader only provides the validation images (the first
+``val_images``; fooling through ``metrics.fooling_rate``) used for the published early stopping and
+to pick the best checked delta (the final delta is checked too).
+
+Usage::
+
+    attack = FFF(model, xi=10 / 255, max_iterations=600)
+    delta = attack.fit(loader)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+
+from dominant_patterns.attacks._common import (
+    Validator,
+    capped,
+    log_activation_norms,
+    mean_image,
+    optimize_iterations,
+    take_images,
+    uniform_init,
+)
+from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.errors import ConfigError
+from dominant_patterns.hooks import capture_activations, layer_names
+from dominant_patterns.models import ClassifierWrapper
+
+
+class FFF(UniversalAttack):
+    """Maximize the mean absolute conv activations of the pattern alone (batch 1)."""
+
+    name: ClassVar[str] = "fff"
+    data_free: ClassVar[bool] = True
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, lr_255: float = 0.1, iterations: int = 10000,
+                 max_iterations: int | None = None, halve_every: int = 300, val_every: int = 300,
+                 patience: int = 5, val_images: int = 1000, layers: str = "conv", **kwargs: Any) -> None:
+        super().__init__(model, xi, **kwargs)
+        if not lr_255 > 0:
+            raise ConfigError(f"attack.lr_255={lr_255!r} must be > 0")
+        self.lr_255 = float(lr_255)
+        self.iterations, self.max_iterations = int(iterations), max_iterations
+        self.run_iterations = capped(iterations, max_iterations)
+        self.halve_every, self.val_every = int(halve_every), int(val_every)
+        self.patience, self.val_images = int(patience), int(val_images)
+        self.layer_group = layers
+        self.layers = layer_names(model, layers)
+        self.steps_run, self.val_rate = 0, float("nan")
+
+    def loss(self, _x: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
+        with capture_activations(self.model, self.layers) as acts:
+            self.model(self.apply(mean_image(self.model).to(self.device), delta))
+        return -log_activation_norms(acts, self.layers, "abs_mean")
+
+    def fit(self, loader: Iterable[Any]) -> torch.Tensor:
+        s = self.trainer
+        validator = Validator(self.model, take_images(loader, self.device, self.val_images), patience=self.patience,
+                              channels_last=s.channels_last, precision=s.precision)
+
+        def after_step(step: int, delta: torch.Tensor) -> bool:
+            self.steps_run = step
+            stop = False
+            if step % self.val_every == 0:
+                stop = validator.check(delta)
+                self.log({"val/fooling_rate": validator.best_rate}, step)
+            if self.halve_every and step % self.halve_every == 0:
+                delta.div_(2)
+            return stop
+
+        delta = optimize_iterations(
+            uniform_init(self.shape, self.xi, self.generator, self.device), None, self.loss,
+            optimizer=partial(torch.optim.Adam, lr=self.lr_255 / 255), iterations=self.run_iterations,
+            project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
+            log_every=s.log_every, progress=s.progress, desc=self.name)
+        validator.check(delta)
+        self.val_rate = validator.best_rate
+        return validator.best(delta)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lr_255": self.lr_255, "iterations": self.iterations,
+                "max_iterations": self.max_iterations, "run_iterations": self.run_iterations,
+                "steps_run": self.steps_run, "halve_every": self.halve_every, "layer_group": self.layer_group,
+                "n_layers": len(self.layers), "val_fooling_rate": self.val_rate}

@@ -1,0 +1,137 @@
+"""GD-UAP: generalizable data-free UAP (Mopuri, Ganeshan, Babu, TPAMI 2018).
+
+Paper: https://arxiv.org/abs/1801.08092 ; public code read: val-iisc/GD-UAP (classification),
+psandovalsegura/pytorch-gd-uap.
+
+Norm: l_inf (``xi``). Objective: maximize sum_l log(||a_l||^2 / 2) over the model's ``conv``
+layer group (hooks.py; ``layers=relu`` gives block outputs, the paper's choice for ResNets).
+Defaults (published): delta ~ U[-xi, xi], Adam lr 0.1 on the 0-255 scale (``lr_255``; 0.1/255 in
+[0, 1] pixels), batch 25, adaptive rescaling (halve delta when more than 50% of its pixels sit at
++-xi and that share moved by less than 1e-5 since the previous step), validation every 400
+iterations (200 after a rescale), stop after 10 checks without improvement, at most 40k iterations.
+
+Priors (what the network sees during optimization):
+    ``none``: the mean image + delta (delta alone after normalization), batch 1;
+    ``range``: Gaussian noise images N(mean, 1/6) clipped to [0, 1] + delta, a fresh batch per step
+        (stands in for random crops of one noise image);
+    ``data``: fit-loader images + delta.
+The loader always provides the validation images (fooling rate on the first ``val_images`` of it,
+through ``metrics.fooling_rate``); with ``none``/``range`` it is used for nothing else. With ``data``
+the validation images are also training images (the paper holds out 1k). ``max_iterations`` caps
+the 40k for CPU runs; the best validated delta (the final one is validated too) is returned.
+
+Usage::
+
+    attack = GDUAP(model, xi=10 / 255, prior="data", max_iterations=300)
+    delta = attack.fit(loader)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+
+from dominant_patterns.attacks._common import (
+    Validator,
+    capped,
+    log_activation_norms,
+    mean_image,
+    optimize_iterations,
+    stream,
+    take_images,
+    uniform_init,
+)
+from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.errors import ConfigError
+from dominant_patterns.hooks import capture_activations, layer_names
+from dominant_patterns.models import ClassifierWrapper
+
+PRIORS = ("none", "range", "data")
+
+
+class GDUAP(UniversalAttack):
+    """Activation-norm maximization with the none / range / data priors and adaptive rescaling."""
+
+    name: ClassVar[str] = "gd_uap"
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, prior: str = "data", lr_255: float = 0.1,
+                 batch_size: int = 25, iterations: int = 40000, max_iterations: int | None = None,
+                 val_every: int = 400, val_every_after_rescale: int = 200, patience: int = 10,
+                 val_images: int = 1000, saturation: float = 0.5, saturation_change: float = 1e-5,
+                 layers: str = "conv", range_std: float = 1 / 6, **kwargs: Any) -> None:
+        super().__init__(model, xi, **kwargs)
+        if prior not in PRIORS:
+            raise ConfigError(f"attack.prior={prior} is not valid. Valid choices: {', '.join(PRIORS)}")
+        if not lr_255 > 0:
+            raise ConfigError(f"attack.lr_255={lr_255!r} must be > 0")
+        self.prior, self.lr_255, self.batch_size = prior, float(lr_255), int(batch_size)
+        self.iterations, self.max_iterations = int(iterations), max_iterations
+        self.run_iterations = capped(iterations, max_iterations)
+        self.val_every, self.val_every_after_rescale = int(val_every), int(val_every_after_rescale)
+        self.patience, self.val_images = int(patience), int(val_images)
+        self.saturation, self.saturation_change = float(saturation), float(saturation_change)
+        self.range_std = float(range_std)
+        self.layers = layer_names(model, layers)
+        self.layer_group = layers
+        self.rescales, self.steps_run, self.val_rate = 0, 0, float("nan")
+        self.data_free = prior != "data"
+
+    def inputs(self, loader: Iterable[Any]) -> Iterator[torch.Tensor] | None:
+        if self.prior == "data":
+            return stream(loader, self.device, self.batch_size)
+        if self.prior == "none":
+            return None
+
+        def noise() -> Iterator[torch.Tensor]:
+            base = mean_image(self.model, self.batch_size)
+            while True:
+                z = torch.randn(base.shape, generator=self.generator).to(self.device)
+                yield (base + self.range_std * z).clamp(0, 1)
+
+        return noise()
+
+    def loss(self, x: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
+        x = mean_image(self.model).to(self.device) if x is None else x
+        with capture_activations(self.model, self.layers) as acts:
+            self.model(self.apply(x, delta))
+        return -log_activation_norms(acts, self.layers, "l2")
+
+    def fit(self, loader: Iterable[Any]) -> torch.Tensor:
+        s = self.trainer
+        validator = Validator(self.model, take_images(loader, self.device, self.val_images), patience=self.patience,
+                              channels_last=s.channels_last, precision=s.precision)
+        state = {"sat": 0.0, "next_val": self.val_every}
+
+        def after_step(step: int, delta: torch.Tensor) -> bool:
+            self.steps_run = step
+            sat = float((delta.abs() >= self.xi * (1 - 1e-6)).float().mean())
+            if sat > self.saturation and abs(sat - state["sat"]) < self.saturation_change:
+                delta.div_(2)
+                self.rescales += 1
+                state["next_val"] = step + self.val_every_after_rescale
+                sat = float((delta.abs() >= self.xi * (1 - 1e-6)).float().mean())
+            state["sat"] = sat
+            if step >= state["next_val"]:
+                state["next_val"] = step + self.val_every
+                stop = validator.check(delta)
+                self.log({"val/fooling_rate": validator.best_rate, "train/saturation": sat}, step)
+                return stop
+            return False
+
+        delta = optimize_iterations(
+            uniform_init(self.shape, self.xi, self.generator, self.device), self.inputs(loader), self.loss,
+            optimizer=partial(torch.optim.Adam, lr=self.lr_255 / 255), iterations=self.run_iterations,
+            project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
+            log_every=s.log_every, progress=s.progress, desc=f"{self.name}[{self.prior}]")
+        validator.check(delta)
+        self.val_rate = validator.best_rate
+        return validator.best(delta)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "prior": self.prior, "lr_255": self.lr_255, "batch_size": self.batch_size,
+                "iterations": self.iterations, "max_iterations": self.max_iterations,
+                "run_iterations": self.run_iterations, "steps_run": self.steps_run, "rescales": self.rescales,
+                "layer_group": self.layer_group, "n_layers": len(self.layers), "val_fooling_rate": self.val_rate}

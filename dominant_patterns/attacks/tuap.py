@@ -1,0 +1,95 @@
+"""TUAP: universal perturbation with a clamped logit-margin loss (Zhang, Benz, Imtiaz, Kweon, CVPR 2020).
+
+Paper: "Understanding adversarial examples from the mutual influence of images and perturbations",
+https://arxiv.org/abs/2007.06189 ; public code read: phibenz/uap_virtual_data.pytorch.
+
+Norm: l_inf (``xi``), delta added in [0, 1] pixel space before normalization. Defaults (public
+``run.sh``): Adam lr 0.005, batch 32, 2000 iterations, kappa (``confidence``) 10.
+
+Loss (public code, per image, averaged):
+    untargeted (``bounded_logit_neg``): clamp(z_t - max_{j != t} z_j, min=-kappa), t = the clean
+        top-1 prediction (label-free; the public code takes the loader's labels, which on proxy data
+        such as COCO are not ImageNet classes);
+    targeted (``bounded_logit_fixed_ref``): clamp(max_{j != t} z_j.detach() - z_t, min=-kappa).
+The images come from the fit loader (original or proxy data, e.g. COCO); ``max_iterations``
+caps the published 2000 iterations for CPU runs.
+
+Usage::
+
+    attack = TUAP(model, xi=10 / 255, max_iterations=200)
+    delta = attack.fit(loader)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+
+from dominant_patterns.attacks._common import capped, optimize_iterations, stream
+from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.errors import ConfigError
+from dominant_patterns.models import ClassifierWrapper
+
+
+def margin(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target logit and the largest other logit, per row."""
+    logits = logits.float()
+    z_t = logits.gather(1, target[:, None])[:, 0]
+    others = logits.scatter(1, target[:, None], float("-inf"))
+    return z_t, others.max(1).values
+
+
+class TUAP(UniversalAttack):
+    """Adam on delta with the public code's bounded logit losses.
+
+    Args:
+        lr: Adam learning rate (0.005, the authors' run script; their argparse default is 0.001).
+        iterations: published number of iterations (2000 batches).
+        max_iterations: optional cap for CPU runs (null = published).
+        batch_size: images per iteration (32).
+        confidence: kappa, the margin where the loss saturates (10).
+        target_class: null = untargeted; an index = targeted attack towards it.
+    """
+
+    name: ClassVar[str] = "tuap"
+
+    def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 0.005, iterations: int = 2000,
+                 max_iterations: int | None = None, batch_size: int = 32, confidence: float = 10.0,
+                 target_class: int | None = None, **kwargs: Any) -> None:
+        super().__init__(model, xi, **kwargs)
+        if not lr > 0:
+            raise ConfigError(f"attack.lr={lr!r} must be > 0")
+        if target_class is not None and not 0 <= int(target_class) < model.num_classes:
+            raise ConfigError(f"attack.target_class={target_class} is out of range [0, {model.num_classes})")
+        self.lr, self.confidence = float(lr), float(confidence)
+        self.iterations, self.max_iterations = int(iterations), max_iterations
+        self.run_iterations = capped(iterations, max_iterations)
+        self.batch_size = int(batch_size)
+        self.target_class = None if target_class is None else int(target_class)
+
+    def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        logits = self.model(self.apply(x, delta))
+        if self.target_class is not None:
+            target = torch.full((x.shape[0],), self.target_class, device=x.device, dtype=torch.long)
+            z_t, z_other = margin(logits, target)
+            return (z_other.detach() - z_t).clamp(min=-self.confidence).mean()
+        with torch.no_grad():
+            target = self.model(x).argmax(1)
+        z_t, z_other = margin(logits, target)
+        return (z_t - z_other).clamp(min=-self.confidence).mean()
+
+    def fit(self, loader: Iterable[Any]) -> torch.Tensor:
+        s = self.trainer
+        return optimize_iterations(
+            self.zeros(), stream(loader, self.device, self.batch_size), self.loss,
+            optimizer=partial(torch.optim.Adam, lr=self.lr), iterations=self.run_iterations,
+            project=self.project, precision=s.precision, on_log=self.on_log, log_every=s.log_every,
+            progress=s.progress, desc=self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lr": self.lr, "iterations": self.iterations,
+                "max_iterations": self.max_iterations, "run_iterations": self.run_iterations,
+                "batch_size": self.batch_size, "confidence": self.confidence, "target_class": self.target_class}
