@@ -35,3 +35,68 @@ lint: venv  ## ruff
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache
+
+# ---------------------------------------------------------------------------------------------
+# Paper experiments (docs/experiments.md). Full scale: the paper's models and data (set
+# paths.data_dir / dataset.root; a GPU), sequential by default; ARGS="hydra/launcher=parallel" runs the
+# grid with joblib, ARGS="hydra/launcher=slurm" on a cluster. ARGS="debug=fast" makes any of them a smoke run.
+EXP := $(PY) -m dominant_patterns
+EMBEDDED_ARGS ?= logger=none
+SCALE ?= embedded
+.PHONY: table1 table2 table3 table4 table5 table6 tableA1 fig3 fig4 fig5 transfer-matrix targeted \
+	paper-full fashion-mnist paper-embedded report
+
+table1: venv  ## Table 1: CoS vs ED vs KLD (VGG19, ImageNet)
+	$(EXP) experiment=table1_loss $(ARGS)
+table2: venv  ## Table 2 / A.2, Figures 2 / A.1: patterns of 4 backbones x ImageNet/COCO/BigGAN
+	$(EXP) experiment=table2_patterns $(ARGS)
+table3: venv  ## Table 3: fooling rates, attacks fitted on ImageNet, 7 backbones
+	$(EXP) experiment=table3_label_dependent $(ARGS)
+table4: venv  ## Table 4: fooling rates with proxy data (COCO, BigGAN)
+	$(EXP) experiment=table4_proxy $(ARGS)
+table5: venv  ## Table 5: top-k ratios on VGG19
+	$(EXP) experiment=table5_topk $(ARGS)
+table6: venv  ## Table 6: VGG19 pattern vs a new CIFAR-10 head on the frozen backbone (after table2)
+	$(PY) -m dominant_patterns.transfer experiment=table6_transfer $(ARGS)
+tableA1: venv  ## Table A.1: 7 backbones x 3 fit sets x 3 seeds
+	$(EXP) experiment=tableA1_seeds $(ARGS)
+fig3: venv  ## Figure 3: per-layer SSIM, one image (after table2)
+	$(PY) -m dominant_patterns.layers experiment=fig3_layers $(ARGS)
+fig4: venv  ## Figure 4: per-layer SSIM, mean +- std over the eval set (after table2)
+	$(PY) -m dominant_patterns.layers experiment=fig4_layers $(ARGS)
+fig5: venv  ## Figure 5: adversarial example grids, 7 backbones
+	$(EXP) experiment=fig5_examples $(ARGS)
+transfer-matrix: venv  ## each backbone's pattern on every backbone (after tableA1)
+	$(PY) -m dominant_patterns.evaluate experiment=transfer_matrix $(ARGS)
+targeted: venv  ## a chosen dominant class, five classes (VGG19)
+	$(EXP) experiment=targeted $(ARGS)
+
+paper-full: table1 table2 table3 table4 table5 tableA1 fig5 targeted table6 fig3 fig4 transfer-matrix  ## all full-scale experiments
+	$(MAKE) report SCALE=full
+
+fashion-mnist:  ## Debian's dataset-fashion-mnist when missing (else torchvision downloads it at first use)
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz \
+	|| { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
+	|| echo "Fashion-MNIST: apt-get unavailable; torchvision will download it"
+
+# Embedded scale on CPU: EfficientNet-Lite0, photo crops, a synthetic proxy set, Fashion-MNIST.
+# Patterns are shared where the paper shares them (Table 1's CoS run feeds Tables 2, 3, 5, A.1, Figures 3-5).
+paper-embedded: venv fashion-mnist  ## every table and figure at the embedded scale (CPU, 2 cores)
+	@mkdir -p outputs; start=$$(date +%s); set -e; \
+	run() { echo "[paper-embedded] $$*"; nice -n $${NICE:-0} "$$@" $(EMBEDDED_ARGS) $(ARGS); }; \
+	run $(EXP) experiment=table1_loss_embedded; \
+	run $(EXP) experiment=table2_patterns_embedded; \
+	run $(EXP) experiment=table3_label_dependent_embedded; \
+	run $(EXP) experiment=table3_label_dependent_embedded attack=tuap attack.max_iterations=120; \
+	run $(EXP) experiment=table4_proxy_embedded attack=fff attack.max_iterations=300 attack.val_images=128; \
+	run $(EXP) experiment=table4_proxy_embedded attack=gd_uap attack.max_iterations=150 attack.val_images=128; \
+	run $(EXP) experiment=tableA1_seeds_embedded; \
+	run $(EXP) experiment=targeted_embedded; \
+	run $(PY) -m dominant_patterns.layers experiment=fig3_layers_embedded; \
+	run $(PY) -m dominant_patterns.layers experiment=fig4_layers_embedded; \
+	run $(PY) -m dominant_patterns.transfer experiment=table6_transfer_embedded; \
+	run $(PY) -m dominant_patterns.evaluate experiment=transfer_matrix_embedded; \
+	echo "paper-embedded: $$(( $$(date +%s) - start )) s wall" | tee outputs/paper_embedded_wall_time.txt
+
+report: venv  ## tables (Markdown + LaTeX), figures and experiments/$(SCALE).html from outputs/**/metrics.json
+	$(PY) -m dominant_patterns.report --scale $(SCALE) $(REPORT_ARGS)

@@ -314,8 +314,9 @@ def fashion_mnist_dataset(req: DatasetRequest) -> SplitDataset:
             ds = torchvision.datasets.FashionMNIST(str(root), train=req.split == "fit",
                                                    download=bool(req.get("download", True)))
         except (RuntimeError, OSError) as exc:
-            raise DataError(f"Fashion-MNIST not found under dataset.root={root} or {FASHION_MNIST_DIRS} and could "
-                            f"not be downloaded ({exc}). Install it with `apt-get install dataset-fashion-mnist`.") from exc
+            raise DataError(f"Fashion-MNIST not found under dataset.root={root} or {FASHION_MNIST_DIRS} and "
+                            f"could not be downloaded ({exc}). Install it with "
+                            "`apt-get install dataset-fashion-mnist`.") from exc
         found = root
         images_np, labels_np = ds.data.numpy(), ds.targets.numpy()
     labels = torch.from_numpy(labels_np.astype(np.int64))

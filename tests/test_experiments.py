@@ -1,0 +1,114 @@
+"""Every experiment config composes and runs with tiny overrides; one multirun goes through submitit_local.
+
+Fast (default suite): every config composes with its entry point's primary config; Table 1 runs as a
+real multirun through the submitit launcher, then the evaluate / layers / transfer entry points run on
+its pattern and the report rebuilds the tables. Slow: every experiment file runs end to end.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CONF, run_app
+from hydra import compose, initialize_config_dir
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TINY = ["model=tiny", "dataset=synthetic", "logger=none", "trainer.epochs=1", "trainer.progress=false",
+        "trainer.batch_size=16"]
+SOURCE = "smoke_source"
+
+
+def entry_point(experiment: str) -> tuple[str, str]:
+    """(module, primary config) that runs an experiment file."""
+    if experiment.startswith(("fig3_layers", "fig4_layers")):
+        return "dominant_patterns.layers", "layers"
+    if experiment.startswith("table6_transfer"):
+        return "dominant_patterns.transfer", "transfer"
+    if experiment.startswith("transfer_matrix"):
+        return "dominant_patterns.evaluate", "evaluate"
+    return "dominant_patterns", "config"
+
+
+def tiny_overrides(experiment: str) -> list[str]:
+    module, _ = entry_point(experiment)
+    if module == "dominant_patterns":
+        return [*TINY, "dataset@eval_dataset=synthetic"]
+    extra = [f"source.task={SOURCE}", "source.model=tiny", "source.dataset=synthetic", "source.seed=0"]
+    if module == "dominant_patterns.transfer":
+        extra += ["fit_images=64", "eval_images=32", "head.epochs=2"]
+    if module == "dominant_patterns.layers":
+        extra += ["num_images=8"]
+    return [*TINY, *extra]
+
+
+def test_experiment_list_is_complete() -> None:
+    wanted = {"table1_loss", "table2_patterns", "table3_label_dependent", "table4_proxy", "table5_topk",
+              "table6_transfer", "fig3_layers", "fig4_layers", "tableA1_seeds", "fig5_examples", "transfer_matrix",
+              "targeted"}
+    assert wanted <= set(EXPERIMENTS)
+    assert {f"{w}_embedded" for w in ("table1_loss", "table6_transfer", "fig4_layers")} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment: str) -> None:
+    _, primary = entry_point(experiment)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=primary, overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        tiny = compose(config_name=primary, overrides=[f"experiment={experiment}", *tiny_overrides(experiment)])
+    assert cfg.task_name and cfg.tags
+    assert tiny.model.name == "tiny"
+    if experiment.endswith("_embedded"):
+        assert cfg.model.name == "efficientnet_lite0" and cfg.task_name.endswith("_embedded")
+
+
+def _metrics(root: Path, task: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (root / "outputs" / task).glob("**/metrics.json")]
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pattern under task ``smoke_source`` (what the analysis entry points look up)."""
+    tmp = tmp_path_factory.mktemp("exp")
+    proc = run_app(tmp, *TINY, f"task_name={SOURCE}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+def test_table1_multirun_through_submitit_local(tmp_path: Path) -> None:
+    proc = run_app(tmp_path, "-m", "experiment=table1_loss", *TINY, "hydra/launcher=submitit", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = _metrics(tmp_path, "table1")
+    assert sorted(r["loss"] for r in records) == ["cos", "ed", "kld"]
+    assert list((tmp_path / "outputs" / "table1" / "multiruns").glob("*/.submitit"))
+
+
+@pytest.mark.parametrize("experiment", ["transfer_matrix", "fig4_layers", "table6_transfer"])
+def test_analysis_entry_points(source_run: Path, experiment: str) -> None:
+    module, _ = entry_point(experiment)
+    proc = run_app(source_run, f"experiment={experiment}", *tiny_overrides(experiment), "hydra.mode=RUN",
+                   module=module)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    task = {"transfer_matrix": "transfer_matrix", "fig4_layers": "fig4", "table6_transfer": "table6"}[experiment]
+    (record,) = _metrics(source_run, task)
+    assert record["status"] == "finished" and record["source_model"] == "tiny"
+    if experiment == "table6_transfer":
+        assert 0 <= record["metrics"]["head_accuracy"] <= 1
+    if experiment == "fig4_layers":
+        assert record["metrics"]["num_layers"] == 3
+
+
+def test_report_after_runs(source_run: Path) -> None:
+    proc = run_app(source_run, "--outputs", str(source_run / "outputs"), "--experiments",
+                   str(source_run / "experiments"), "--scale", "full", module="dominant_patterns.report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (source_run / "experiments" / "full.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_runs_tiny(source_run: Path, experiment: str) -> None:
+    module, _ = entry_point(experiment)
+    proc = run_app(source_run, f"experiment={experiment}", *tiny_overrides(experiment), module=module, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
