@@ -320,8 +320,11 @@ class DeviceLoader:
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # what DataLoader draws first
-        return torch.randperm(self.n, generator=self.generator)
+        # The draws DataLoader + RandomSampler make per epoch: a worker seed, the order, and an empty remainder.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        order = torch.randperm(self.n, generator=self.generator)
+        torch.randperm(self.n, generator=self.generator)
+        return order
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
