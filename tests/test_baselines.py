@@ -83,3 +83,28 @@ def test_app_runs_a_baseline(tmp_path: Path) -> None:
     assert record["attack_info"]["name"] == "sgd_uap"
     assert record["metrics"]["linf"] <= XI + 1e-6
     assert "random_noise" in record["floors"]
+
+
+def test_compare_embedded_table(tmp_path: Path) -> None:
+    """The comparison script's table from fake metrics.json records (no run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare", CONF.parent / "experiments/compare_embedded/run.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = {"fooling_rate": 0.5, "dominance_ratio": 0.25, "top1_ratio": 0.3, "top3_ratio": 0.6, "top5_ratio": 0.8,
+         "dominant_class_name": "x"}
+    for i, info in enumerate([{"name": "dominant", "data_free": False},
+                              {"name": "gd_uap", "prior": "none", "data_free": True, "iterations": 40000,
+                               "run_iterations": 10, "steps_run": 10},
+                              {"name": "pd_ua", "provenance": "from description", "data_free": True,
+                               "iterations": 1000, "run_iterations": 5, "steps_run": 5}]):
+        run_dir = tmp_path / str(i)
+        run_dir.mkdir()
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"attack_info": info, "metrics": m, "floors": {"random_noise": m, "random_sign": m},
+             "timing": {"fit_seconds": 1.0}}))
+    text = mod.table(mod.load_records(tmp_path))
+    assert "GD-UAP (none prior)" in text and "PD-UA *" in text and "10 it (cap 10 of 40000)" in text
+    assert text.count("\n") == 6 and "Random sign floor" in text

@@ -1,7 +1,7 @@
 """Cosine-UAP: minimize cos(f(x), f(x + delta)) on the logits (Zhang, Benz, Karjauv, Kweon, ICCV 2021).
 
-Paper: "Data-free universal adversarial perturbation and black-box attack",
-https://arxiv.org/abs/2103.xxxxx (ICCV 2021); no official code, giladfrid009/ulib ``cosine_uap.py`` read.
+Paper: "Data-free universal adversarial perturbation and black-box attack", ICCV 2021
+(openaccess.thecvf.com); no official code found, giladfrid009/ulib ``cosine_uap.py`` read.
 
 Norm: l_inf (``xi``). Label-free: f(x) is the clean logit vector (no gradient). The loop is the
 dominant pattern's (Adam, projection after every step, epochs/batch from the trainer group) so the
