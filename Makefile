@@ -91,9 +91,9 @@ paper-embedded: venv fashion-mnist  ## every table and figure at the embedded sc
 	run $(EXP) experiment=table1_loss_embedded; \
 	run $(EXP) experiment=table2_patterns_embedded; \
 	run $(EXP) experiment=table3_label_dependent_embedded; \
-	run $(EXP) experiment=table3_label_dependent_embedded attack=tuap attack.max_iterations=120; \
+	run $(EXP) experiment=table3_label_dependent_embedded attack=tuap attack.max_iterations=40; \
 	run $(EXP) experiment=table4_proxy_embedded attack=fff attack.max_iterations=300 attack.val_images=128; \
-	run $(EXP) experiment=table4_proxy_embedded attack=gd_uap attack.max_iterations=150 attack.val_images=128; \
+	run $(EXP) experiment=table4_proxy_embedded attack=gd_uap attack.max_iterations=50 attack.val_images=128; \
 	run $(EXP) experiment=tableA1_seeds_embedded; \
 	run $(EXP) experiment=targeted_embedded; \
 	run $(PY) -m dominant_patterns.layers experiment=fig3_layers_embedded; \

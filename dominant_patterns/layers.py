@@ -128,6 +128,7 @@ def plot_curves(ax: Any, rows: list[dict[str, Any]], std: bool) -> None:
         if std:
             sd = np.array([r[f"ssim_{key}_std"] for r in rows])
             ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.2)
+    ax.set_xticks(x)
     ax.set_xlabel("layer (Fig. 3 unit) index")
     ax.set_ylabel("SSIM")
     ax.set_ylim(-0.05, 1.05)

@@ -45,6 +45,8 @@ METRIC_NAMES = {
     "top1_ratio": "top-1", "top3_ratio": "top-3", "top5_ratio": "top-5",
     "cos_loss_features": "CoSLoss (backbone feature)", "cos_loss_logits": "CoSLoss (logits)",
     "head_accuracy": "head accuracy (%)", "adv_accuracy": "accuracy under attack (%)",
+    "ssim_pattern_last": "last layer SSIM(δ+x, δ)", "ssim_image_last": "last layer SSIM(δ+x, x)",
+    "crossover_layer": "first layer SSIM(δ+x, δ) > SSIM(δ+x, x)", "num_layers": "layers", "num_images": "images",
 }
 # Metrics shown as percentages (fractions in metrics.json).
 PERCENT = {"fooling_rate", "dominance_ratio", "dominant_confidence", "top1_ratio", "top3_ratio", "top5_ratio",
@@ -144,6 +146,10 @@ def format_cell(values: pd.Series, metric: str, digits: int = 2) -> str:
         return " / ".join(dict.fromkeys(map(str, values)))
     scale = 100.0 if metric in PERCENT else 1.0
     mean = float(numeric.mean()) * scale
+    if metric.startswith("ssim"):
+        digits = 3
+    elif scale == 1.0 and len(numeric) == 1 and float(numeric.iloc[0]).is_integer():
+        return str(int(numeric.iloc[0]))
     if metric.startswith("cos_loss"):
         text = f"{mean:.3e}"
         return text if len(numeric) < 2 else f"{text} ± {float(numeric.std(ddof=1)) * scale:.1e}"
@@ -166,9 +172,10 @@ def _label(key: str, value: Any) -> str:
 
 def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Sequence[str],
           row_order: dict[str, Sequence[Any]] | None = None, col_order: dict[str, Sequence[Any]] | None = None,
-          ) -> pd.DataFrame:
+          fill_missing: Sequence[str] | None = None) -> pd.DataFrame:
     """Cells ``rows x cols`` of formatted mean +- std over seeds; several metrics become a row level
-    (or the columns when ``cols`` is empty). Expected rows/columns with no record show as missing."""
+    (or the columns when ``cols`` is empty). Expected rows/columns (``row_order``/``col_order`` values of
+    the keys in ``fill_missing``, default all) with no record show as missing."""
     row_keys = list(rows)
     groups: dict[tuple[str, str], dict[str, str]] = {}
     row_labels: list[str] = []
@@ -179,6 +186,7 @@ def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Se
             seq.append(item)
 
     def row_label(parts: Sequence[tuple[str, Any]], metric: str | None) -> str:
+        parts = [(k, v) for k, v in parts if v is not None or k == "target_class"]
         text = " · ".join(_label(k, v) for k, v in parts) if parts else ""
         if metric is not None:
             text = f"{text} · {METRIC_NAMES.get(metric, metric)}" if text else METRIC_NAMES.get(metric, metric)
@@ -194,7 +202,10 @@ def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Se
             work[key] = None
         work[key] = work[key].astype(object).where(work[key].notna(), None)
     expected_rows: list[tuple[Any, ...]] = []
-    if row_order and row_keys and row_keys[0] in row_order:
+    def fills(key: str) -> bool:
+        return fill_missing is None or key in fill_missing
+
+    if row_order and row_keys and row_keys[0] in row_order and fills(row_keys[0]):
         expected_rows = [(v,) for v in row_order[row_keys[0]]]
     present_rows = sorted({tuple(r) for r in work[row_keys].itertuples(index=False)} if row_keys else {()},
                           key=lambda t: tuple(sort_key(k, row_order)(v) for k, v in zip(row_keys, t, strict=False)))
@@ -205,7 +216,7 @@ def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Se
     all_rows += [r for r in present_rows if r not in all_rows]
     present_cols = sorted({tuple(c) for c in work[list(cols)].itertuples(index=False)} if cols else {()},
                           key=lambda t: tuple(sort_key(k, col_order)(v) for k, v in zip(cols, t, strict=False)))
-    for c in (col_order or {}).get(cols[0], []) if cols else []:
+    for c in (col_order or {}).get(cols[0], []) if cols and fills(cols[0]) else []:
         if (c,) not in present_cols and len(cols) == 1:
             present_cols.append((c,))
     present_cols.sort(key=lambda t: tuple(sort_key(k, col_order)(v) for k, v in zip(cols, t, strict=False)))
@@ -345,7 +356,7 @@ TABLES: list[TableSpec] = [
               rows=["model"], cols=["attack"], values=["top1_ratio", "top3_ratio", "top5_ratio"],
               filters={"full": {"model": "vgg19", "dataset": "imagenet", "loss": "cos", "target_class": None},
                        "embedded": {"dataset": "photos", "loss": "cos", "target_class": None}},
-              col_order={"attack": ["uap", "gap", "nag", "tuap", "sgd_uap", "cosine_uap", "dominant"]},
+              col_order={"attack": ["uap", "gap", "nag", "ft_uap", "tuap", "sgd_uap", "cosine_uap", "dominant"]},
               corner="model · top-k"),
     TableSpec("table6_transfer", "Table 6: the ImageNet pattern against a new head on the frozen backbone",
               ["table6"], kind="transfer", rows=["model", "dataset"], cols=[],
@@ -536,7 +547,9 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     out = experiments_dir / spec.name
     out.mkdir(parents=True, exist_ok=True)
     part = table_frame(df, spec, scale)
-    ours = pivot(part, spec.rows, spec.cols, spec.values, spec.row_order, spec.col_order)
+    # at the embedded scale only missing attacks are shown as empty rows/columns (no paper models/data here)
+    ours = pivot(part, spec.rows, spec.cols, spec.values, spec.row_order, spec.col_order,
+                 fill_missing=None if scale == "full" else ["attack"])
     table = with_paper_rows(ours, read_paper(out))
     for old in out.glob(f"{scale}_*.png"):
         old.unlink()
