@@ -37,6 +37,10 @@ lint: venv  ## ruff
 compare-embedded: venv  ## dominant pattern vs every baseline on the embedded default -> experiments/compare_embedded/README.md
 	nice -n 5 $(PY) experiments/compare_embedded/run.py $(ARGS)
 
+.PHONY: bench
+bench: venv  ## fit/eval images/s: naive loop vs ours (fp32, bf16), roofline -> experiments/bench/<device>.md
+	$(PY) experiments/bench_throughput.py $(ARGS)
+
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache
 
