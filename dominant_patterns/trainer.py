@@ -58,7 +58,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but no CUDA device is available. Valid choices here: auto, cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"trainer.device={name} is not a device. Valid choices: auto, cpu, cuda, cuda:N, mps") from exc
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
