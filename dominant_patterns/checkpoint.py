@@ -96,7 +96,7 @@ class Interrupted(Exception):  # noqa: N818 - it is a normal outcome, not an err
     def __init__(self, signum: int, path: Path | None, epoch: int, step: int, previous_handler: Any = None) -> None:
         self.signum, self.path, self.epoch, self.step = signum, path, epoch, step
         self.previous_handler = previous_handler
-        where = f"checkpoint saved to {path}" if path else "no checkpoint (checkpointing is off)"
+        where = f"checkpoint saved to {path}" if path else "no checkpoint yet (a rerun starts this fit over)"
         super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}; {where}")
 
 

@@ -168,6 +168,10 @@ def validate_config(cfg: DictConfig) -> None:
                 shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
                 raise ConfigError(f"{full}={shown!r} has the wrong type: expected {_describe(tp)} "
                                   f"({full}: {_type_name(hints[name])})") from exc
+    task = str(cfg.get("task_name", ""))
+    if not task or task in (".", "..") or not all(c.isalnum() or c in "_-.=," for c in task):
+        raise ConfigError(f"task_name={task!r} is not a plain name: it becomes a folder under paths.output_dir, "
+                          "so use letters, digits and _-.=, only (no / or ..)")
     resume = cfg.get("resume", "auto")
     if str(resume).lower() not in RESUME_MODES:
         raise ConfigError(f"resume={resume!r} is not valid. Valid choices: {', '.join(RESUME_MODES)}")

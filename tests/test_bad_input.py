@@ -134,3 +134,12 @@ def test_config_paths_cannot_write_outside_the_output_dir(tmp_path: Path, name: 
     with pytest.raises(ConfigError, match="outside the run's output dir"):
         inside_output_dir(tmp_path, name, "some.key")
     assert inside_output_dir(tmp_path, "sub/ok.pt", "some.key") == (tmp_path / "sub" / "ok.pt").resolve()
+
+
+@pytest.mark.parametrize("group", ["attack", "model", "dataset", "experiment"])
+def test_every_config_option_passes_the_schemas(group: str) -> None:
+    """The schemas type shared keys only: every option of the open groups must still validate."""
+    from conftest import CONF
+
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        validate_config(compose_config(f"{group}={option}"))
