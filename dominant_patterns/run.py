@@ -31,6 +31,7 @@ from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, noise
 from dominant_patterns.models import ClassifierWrapper, build_model
 from dominant_patterns.schema import validate_config
 from dominant_patterns.summary import format_summary
+from dominant_patterns.sweep_status import record_job
 from dominant_patterns.tracking import RunRecorder, git_commit
 from dominant_patterns.trainer import NonFiniteLossError, TrainerSettings, resolve_device
 
@@ -74,7 +75,8 @@ def load_datasets(cfg: DictConfig, model: ClassifierWrapper) -> tuple[SplitDatas
     return fit_set, eval_set
 
 
-def identity_of(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset, eval_set: SplitDataset) -> dict[str, Any]:
+def identity_of(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset,
+                eval_set: SplitDataset) -> dict[str, Any]:
     return {
         "task_name": cfg.task_name,
         "tags": list(cfg.tags),
@@ -239,7 +241,7 @@ def stop_after_interrupt(exc: Interrupted) -> None:
         how = " ".join([*hydra_cfg.overrides.task, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"])
     else:
         how = f"the same sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}"
-    JOB_NOTES["status"] = "interrupted"
+    record_job(hydra_cfg, list(hydra_cfg.overrides.task), "interrupted", str(exc))
     log.warning("%s; continue with: %s", exc, how)
     print(f"{exc}\ncontinue with: python -m dominant_patterns {how}", file=sys.stderr, flush=True)
     if callable(exc.previous_handler):  # submitit: checkpoint() and requeue, then it exits itself

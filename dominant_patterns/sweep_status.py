@@ -25,6 +25,18 @@ from dominant_patterns.checkpoint import JOB_NOTES
 STATUS_FILE = "jobs.jsonl"
 
 
+def record_job(hydra_cfg: Any, overrides: list[str], status: str, error: str | None = None) -> None:
+    """Append one job's outcome to ``<sweep dir>/jobs.jsonl`` (multirun jobs only)."""
+    if hydra_cfg.get("mode") != RunMode.MULTIRUN:
+        return
+    record = {"num": int(hydra_cfg.job.num), "overrides": overrides, "status": status, "error": error,
+              "output_dir": str(hydra_cfg.runtime.output_dir), "time": time.time()}
+    path = Path(str(hydra_cfg.sweep.dir)) / STATUS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 class SweepStatus(Callback):
     """Registered in ``conf/hydra/default.yaml`` under ``hydra.callbacks``."""
 
@@ -49,12 +61,7 @@ class SweepStatus(Callback):
         if job_return.status == JobStatus.FAILED:
             exc = job_return._return_value
             error = f"{type(exc).__name__}: {exc}"
-        record = {"num": int(hydra_cfg.job.num), "overrides": list(job_return.overrides or []), "status": status,
-                  "error": error, "output_dir": str(hydra_cfg.runtime.output_dir), "time": time.time()}
-        path = Path(str(hydra_cfg.sweep.dir)) / STATUS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        record_job(hydra_cfg, list(job_return.overrides or []), status, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.report()
@@ -82,9 +89,11 @@ class SweepStatus(Callback):
             if job["status"] == "failed":
                 overrides = " ".join(job["overrides"])
                 lines.append(f"  FAILED job #{num} [{overrides}]: {job['error']} ({job['output_dir']})")
-        if counts["failed"]:
+            elif job["status"] == "interrupted":
+                lines.append(f"  INTERRUPTED job #{num}: {job['error']}")
+        if counts["failed"] or counts["interrupted"]:
             lines.append("  fix the failed jobs and rerun the same sweep with hydra.sweep.dir="
-                         f"{self.sweep_dir}: finished jobs are skipped")
+                         f"{self.sweep_dir}: finished jobs are skipped, interrupted ones resume")
         summary = {"jobs": [jobs[k] for k in sorted(jobs)], "counts": counts}
         try:
             (self.sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=1))

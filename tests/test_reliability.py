@@ -35,8 +35,9 @@ from dominant_patterns import checkpoint as ck
 if kind in ("kill", "term", "usr1"):
     sig = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "usr1": signal.SIGUSR1}[kind]
     step_done = ck.Checkpointer.step_done
+    only = os.environ.get("DP_FAULT_JOB")  # in a multirun: the job dir name to hit
     def patched(self):
-        if self.step + 1 == n:
+        if self.step + 1 == n and (only is None or self.directory.name == only):
             os.kill(os.getpid(), sig)   # a real signal, at a known step
         step_done(self)
     ck.Checkpointer.step_done = patched
@@ -246,3 +247,23 @@ def test_multirun_with_a_failing_job_finishes_the_others_and_reports_it(tmp_path
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["skipped", "failed", "skipped"]
 
+
+
+def test_interrupted_multirun_reruns_only_what_is_missing(tmp_path: Path, reference: torch.Tensor) -> None:
+    sweep = tmp_path / "sweep"
+    script = tmp_path / "fault_app.py"
+    script.write_text(FAULT_APP)
+    cmd = [sys.executable, str(script), "-m", *TINY, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    env = {**app_env(tmp_path), "DP_FAULT": "term:7", "DP_FAULT_JOB": "1"}
+    stopped = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "2 jobs: 1 finished, 0 skipped, 0 failed, 1 interrupted" in stopped.stderr
+    assert f"hydra.sweep.dir={sweep}" in stopped.stderr
+    assert (sweep / "0" / "metrics.json").exists() and not (sweep / "2").exists()
+    first = (sweep / "0" / "metrics.json").read_bytes()
+    again = subprocess.run(cmd, cwd=tmp_path, env=app_env(tmp_path), capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 jobs: 2 finished, 1 skipped, 0 failed, 0 interrupted" in again.stderr
+    assert (sweep / "0" / "metrics.json").read_bytes() == first
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["resumed_from_step"] == 7
+    assert_same(delta_of(sweep / "0"), reference)
