@@ -258,6 +258,7 @@ class Checkpointer:
         self._loader: Any = None
         self._epoch_rng: dict[str, Any] | None = None
         self._last_saved: Path | None = None
+        self._write_failed = False
 
     @property
     def enabled(self) -> bool:
@@ -398,7 +399,14 @@ class Checkpointer:
         payload = {"format": FORMAT, "fingerprint": self.fingerprint, "config": self.config, "epoch": self.epoch,
                    "batch": self.batch, "step": self.step, "state": self._state.state_dict(),
                    "rng": capture_rng(self._loader), "epoch_rng": self._epoch_rng, "time": time.time()}
-        write_checkpoint(self.path, payload, previous=self.previous_path)
+        try:
+            write_checkpoint(self.path, payload, previous=self.previous_path)
+        except OSError as exc:  # e.g. a full disk: keep fitting, the older checkpoint stays valid
+            if not self._write_failed:
+                log.warning("could not write checkpoint %s (%s); continuing, older checkpoints are kept", self.path,
+                            exc)
+                self._write_failed = True
+            return None
         self._last_saved = self.path
         return self.path
 

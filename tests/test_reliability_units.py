@@ -275,3 +275,17 @@ def test_wandb_failures_warn_once_and_metrics_json_is_written(tmp_path: Path, mo
         rec.close(0)
     assert (tmp_path / "metrics.json").exists() and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
     assert len([w for w in caught if "W&B" in str(w.message)]) == 1
+
+
+def test_a_failed_checkpoint_write_warns_and_the_fit_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             reference: torch.Tensor,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import dominant_patterns.checkpoint as ckmod
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckmod, "write_checkpoint", disk_full)
+    attack, loader = make_attack(Checkpointer(tmp_path, every=1))
+    assert torch.equal(attack.fit(loader), reference)
+    assert len([r for r in caplog.records if "could not write checkpoint" in r.getMessage()]) == 1
