@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import string
 import sys
 import tempfile
@@ -73,6 +74,7 @@ def run_in_process(out: Path, overrides: list[str]) -> tuple[int, str]:
     buf = io.StringIO()
     argv = ["dominant_patterns", *base_for(overrides), *overrides, f"hydra.run.dir={out}/run"]
     code = 0
+    full_error = os.environ.pop("HYDRA_FULL_ERROR", None)  # the user's view: short errors
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         old, sys.argv = sys.argv, argv
         try:
@@ -81,6 +83,8 @@ def run_in_process(out: Path, overrides: list[str]) -> tuple[int, str]:
             code = exc.code if isinstance(exc.code, int) else 1
         finally:
             sys.argv = old
+            if full_error is not None:
+                os.environ["HYDRA_FULL_ERROR"] = full_error
     return code, buf.getvalue()
 
 
