@@ -111,6 +111,18 @@ def summarize(names: list[str], scores: dict[str, dict[str, np.ndarray]]) -> lis
     return rows
 
 
+def takeover_layer(rows: list[dict[str, Any]]) -> int | None:
+    """First unit from which SSIM(δ+x, δ) stays above SSIM(δ+x, x) up to the last one (None if never)."""
+    valid = [r for r in rows if np.isfinite(r["ssim_pattern_mean"]) and np.isfinite(r["ssim_image_mean"])]
+    first = None
+    for r in valid:
+        if r["ssim_pattern_mean"] > r["ssim_image_mean"]:
+            first = r["index"] if first is None else first
+        else:
+            first = None
+    return first
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -193,13 +205,13 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
         scores, maps = layer_ssim(model, delta, loader, names, int(cfg.ssim_window), keep_maps_of=example)
         rows = summarize(names, scores)
         valid = [r for r in rows if np.isfinite(r["ssim_pattern_mean"])]
-        crossover = next((r["index"] for r in valid if r["ssim_pattern_mean"] > r["ssim_image_mean"]), None)
+        crossover = takeover_layer(rows)
         (out_dir / "layers.json").write_text(json.dumps({"layers": rows, "num_images": len(subset)}, indent=1))
         title = (f"{model.name}: pattern '{meta.get('model')}/{meta.get('dataset')}' on {len(subset)} "
                  f"{eval_set.name} images")
         plot_fig3(out_dir / "fig3.png", names, scores, maps, example, f"{model.name}, image {example}")
         plot_fig4(out_dir / "fig4.png", rows, title)
-        metrics = {"num_layers": len(names), "num_images": len(subset), "crossover_layer": crossover,
+        metrics = {"num_layers": len(names), "num_images": len(subset), "takeover_layer": crossover,
                    "ssim_pattern_last": valid[-1]["ssim_pattern_mean"] if valid else None,
                    "ssim_image_last": valid[-1]["ssim_image_mean"] if valid else None,
                    "ssim_pattern_first": valid[0]["ssim_pattern_mean"] if valid else None,
@@ -209,7 +221,7 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
         recorder.log({"layers": metrics})
         recorder.log_images({"fig3": out_dir / "fig3.png", "fig4": out_dir / "fig4.png"})
         recorder.finish(results)
-        print(f"{model.name}: {len(names)} layers, crossover at layer {crossover}; last layer SSIM(δ+x, δ) "
+        print(f"{model.name}: {len(names)} layers, pattern takes over from layer {crossover}; last layer SSIM(δ+x, δ) "
               f"{metrics['ssim_pattern_last']}, SSIM(δ+x, x) {metrics['ssim_image_last']}; outputs in {out_dir}",
               flush=True)
         exit_code = 0

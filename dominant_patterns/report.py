@@ -46,7 +46,7 @@ METRIC_NAMES = {
     "cos_loss_features": "CoSLoss (backbone feature)", "cos_loss_logits": "CoSLoss (logits)",
     "head_accuracy": "head accuracy (%)", "adv_accuracy": "accuracy under attack (%)",
     "ssim_pattern_last": "last layer SSIM(δ+x, δ)", "ssim_image_last": "last layer SSIM(δ+x, x)",
-    "crossover_layer": "first layer SSIM(δ+x, δ) > SSIM(δ+x, x)", "num_layers": "layers", "num_images": "images",
+    "takeover_layer": "SSIM(δ+x, δ) > SSIM(δ+x, x) from layer", "num_layers": "layers", "num_images": "images",
 }
 # Metrics shown as percentages (fractions in metrics.json).
 PERCENT = {"fooling_rate", "dominance_ratio", "dominant_confidence", "top1_ratio", "top3_ratio", "top5_ratio",
@@ -369,11 +369,11 @@ TABLES: list[TableSpec] = [
               row_order={"dataset": ["imagenet", "coco", "biggan", "photos", "synthetic"]},
               col_order={"model": PAPER_MODELS}, corner="fit set"),
     TableSpec("fig3_layers", "Figure 3: per-layer SSIM for one image", ["fig3"], kind="layers",
-              rows=["model", "dataset"], cols=[], values=["ssim_pattern_last", "ssim_image_last", "crossover_layer",
+              rows=["model", "dataset"], cols=[], values=["ssim_pattern_last", "ssim_image_last", "takeover_layer",
                                                           "num_layers"], figure="layers"),
     TableSpec("fig4_layers", "Figure 4: per-layer SSIM, mean ± std over the evaluation set", ["fig4"],
               kind="layers", rows=["model", "dataset"], cols=[],
-              values=["ssim_pattern_last", "ssim_image_last", "crossover_layer", "num_layers", "num_images"],
+              values=["ssim_pattern_last", "ssim_image_last", "takeover_layer", "num_layers", "num_images"],
               figure="layers"),
     TableSpec("fig5_examples", "Figure 5: adversarial examples (dominance ratio %, dominant class)",
               ["fig5", "table2", "table1"], rows=["model"], cols=[], values=["dominant_class_name", "dominance_ratio"],
@@ -499,6 +499,16 @@ def figure_targeted(part: pd.DataFrame, out: Path) -> list[Path]:
     return [path]
 
 
+def _takeover(run_dir: Path) -> int | None:
+    """The layer from which the pattern's SSIM stays above the image's, recomputed from layers.json."""
+    path = run_dir / "layers.json"
+    if not path.is_file():
+        return None
+    from dominant_patterns.layers import takeover_layer
+
+    return takeover_layer(json.loads(path.read_text())["layers"])
+
+
 def layers_table(part: pd.DataFrame) -> pd.DataFrame | None:
     """Figure 4's curves as a table: per layer, mean +- std of both SSIMs (newest layers run per model)."""
     tables = []
@@ -547,6 +557,8 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     out = experiments_dir / spec.name
     out.mkdir(parents=True, exist_ok=True)
     part = table_frame(df, spec, scale)
+    if spec.kind == "layers" and not part.empty:
+        part = part.assign(takeover_layer=[_takeover(Path(d)) for d in part["run_dir"]])
     # at the embedded scale only missing attacks are shown as empty rows/columns (no paper models/data here)
     ours = pivot(part, spec.rows, spec.cols, spec.values, spec.row_order, spec.col_order,
                  fill_missing=None if scale == "full" else ["attack"])

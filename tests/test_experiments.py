@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF, run_app
+from conftest import CONF, read_wandb_offline, run_app
 from hydra import compose, initialize_config_dir
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -34,7 +34,9 @@ def entry_point(experiment: str) -> tuple[str, str]:
 def tiny_overrides(experiment: str) -> list[str]:
     module, _ = entry_point(experiment)
     if module == "dominant_patterns":
-        return [*TINY, "dataset@eval_dataset=synthetic"]
+        # the tiny model has 10 classes: one target class replaces the five ImageNet ones
+        target = ["attack.target_class=3"] if "targeted" in experiment else []
+        return [*TINY, "dataset@eval_dataset=synthetic", *target]
     extra = [f"source.task={SOURCE}", "source.model=tiny", "source.dataset=synthetic", "source.seed=0"]
     if module == "dominant_patterns.transfer":
         extra += ["fit_images=64", "eval_images=32", "head.epochs=2"]
@@ -89,12 +91,19 @@ def test_table1_multirun_through_submitit_local(tmp_path: Path) -> None:
 @pytest.mark.parametrize("experiment", ["transfer_matrix", "fig4_layers", "table6_transfer"])
 def test_analysis_entry_points(source_run: Path, experiment: str) -> None:
     module, _ = entry_point(experiment)
-    proc = run_app(source_run, f"experiment={experiment}", *tiny_overrides(experiment), "hydra.mode=RUN",
-                   module=module)
+    overrides = tiny_overrides(experiment)
+    if experiment == "transfer_matrix":  # W&B offline: experiment = group, attack = job type
+        overrides = [o if o != "logger=none" else "logger=wandb" for o in overrides]
+    proc = run_app(source_run, f"experiment={experiment}", *overrides, "hydra.mode=RUN", module=module)
     assert proc.returncode == 0, proc.stderr[-3000:]
     task = {"transfer_matrix": "transfer_matrix", "fig4_layers": "fig4", "table6_transfer": "table6"}[experiment]
     (record,) = _metrics(source_run, task)
     assert record["status"] == "finished" and record["source_model"] == "tiny"
+    if experiment == "transfer_matrix":
+        (log_file,) = (source_run / "outputs" / task).glob("**/offline-run-*/run-*.wandb")
+        run = read_wandb_offline(log_file)["run"][0].run
+        assert (run.run_group, run.job_type) == ("transfer_matrix", "dominant")
+        assert {"transfer_matrix", "model:tiny", "attack:dominant"} <= set(run.tags)
     if experiment == "table6_transfer":
         assert 0 <= record["metrics"]["head_accuracy"] <= 1
     if experiment == "fig4_layers":

@@ -7,7 +7,7 @@ import math
 import torch
 
 from dominant_patterns.hooks import layer_names
-from dominant_patterns.layers import feature_ssim, layer_ssim, summarize, window_for
+from dominant_patterns.layers import feature_ssim, layer_ssim, summarize, takeover_layer, window_for
 
 
 def test_window_shrinks_to_feature_map() -> None:
@@ -37,3 +37,11 @@ def test_layer_ssim_on_tiny_model(tiny_model, eval_loader) -> None:  # noqa: ANN
     # a small delta barely moves the first layer away from the clean image
     assert rows[0]["ssim_image_mean"] > rows[0]["ssim_pattern_mean"]
     assert all(-1 <= r["ssim_image_mean"] <= 1 and not math.isnan(r["ssim_pattern_std"]) for r in rows)
+
+
+def test_takeover_layer() -> None:
+    def row(i: int, p: float, m: float) -> dict:
+        return {"index": i, "ssim_pattern_mean": p, "ssim_image_mean": m}
+
+    assert takeover_layer([row(1, 0.7, 0.5), row(2, 0.4, 0.6)]) is None  # above early, below at the end
+    assert takeover_layer([row(1, 0.3, 0.5), row(2, 0.7, 0.6), row(3, 0.8, 0.5)]) == 2
