@@ -47,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.cache import DeviceLoader, cache_dataset
+from dominant_patterns.checkpoint import Checkpointer
 from dominant_patterns.data import TensorImageDataset, build_dataset, skip_none_collate
 from dominant_patterns.metrics import evaluate_patterns
 from dominant_patterns.models import ClassifierWrapper, build_model
@@ -69,7 +70,8 @@ class Plan:
 
 GPU_PLAN = {"vgg19": Plan(32, 20, 5, 2048), "resnet50": Plan(32, 20, 5, 2048),
             "efficientnet_lite0": Plan(32, 20, 5, 2048)}
-CPU_PLAN = {"vgg19": Plan(2, 1, 3, 4), "resnet50": Plan(4, 1, 3, 8), "efficientnet_lite0": Plan(16, 2, 4, 32)}
+# The CPU plan is short (a 2-core CPU shared with other jobs): small batches, few steps.
+CPU_PLAN = {"vgg19": Plan(1, 1, 2, 2), "resnet50": Plan(2, 1, 3, 4), "efficientnet_lite0": Plan(8, 1, 4, 16)}
 
 
 @dataclass
@@ -164,6 +166,7 @@ def naive_steps(model: ClassifierWrapper, batches: Iterator[Any], steps: int, st
 
 
 def our_steps(attack: DominantPattern, batches: Iterator[Any], steps: int) -> None:
+    attack.checkpointer = Checkpointer()  # fresh: an attack's checkpointer resumes past a finished fit
     attack.fit(Take(batches, steps))
 
 
@@ -317,7 +320,7 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--models", default="vgg19,resnet50,efficientnet_lite0")
+    parser.add_argument("--models", default="efficientnet_lite0,resnet50,vgg19")
     parser.add_argument("--naive-workers", type=int, default=None,
                         help="DataLoader workers of the naive loop (default: 0 on CPU, min(8, cores) on CUDA)")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="folder for <device>.md and .json")
@@ -361,9 +364,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model_name}: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in row.images_per_s.items())
                   + f" ({time.perf_counter() - t0:.0f}s)", flush=True)
             shutil.rmtree(cache_dir, ignore_errors=True)
-    info["total_seconds"] = time.perf_counter() - started
+            info["total_seconds"] = time.perf_counter() - started
+            path = write_report(rows, info, plans, naive_workers, device, args)
+    print("\n" + render(rows, info), flush=True)
+    print(f"\nwritten: {path}")
+    return 0
+
+
+def write_report(rows: list[Row], info: dict[str, Any], plans: dict[str, Plan], naive_workers: int,
+                 device: torch.device, args: argparse.Namespace) -> Path:
+    """Write ``<device>.md`` and ``<device>.json`` (after every model, so a cut run keeps its rows)."""
+    name = info["device"]
     table = render(rows, info)
-    print("\n" + table, flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -372,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                           if m in [r.model for r in rows])
     text = (f"# Fit and evaluation throughput: {name}\n\n"
             f"`{info['command']}` ({info['date']}, torch {info['torch']}, Python {info['python']}, "
-            f"{info['threads']} torch threads, {info['total_seconds']:.0f} s in all)\n\n"
+            f"{info['threads']} torch threads, {info['total_seconds']:.0f} s in all, 1-min load average "
+            f"{os.getloadavg()[0]:.1f} at the end)\n\n"
             f"Measured in one process, the variants interleaved in rounds (medians): {plan_text}. "
             f"Matrix-product ceiling measured in the same run: bf16 {info['bf16_matmul_tflops']:.2f} TFLOP/s, "
             f"fp32 {info['fp32_matmul_tflops']:.2f} TFLOP/s. Naive DataLoader workers: {naive_workers}. "
@@ -381,8 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f"{args.note}\n\n" if args.note else "") + table + "\n")
     (out / f"{stem}.md").write_text(text)
     (out / f"{stem}.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
-    print(f"\nwritten: {out / (stem + '.md')}")
-    return 0
+    return out / f"{stem}.md"
 
 
 if __name__ == "__main__":
