@@ -330,7 +330,8 @@ UNTARGETED = {"attack": "dominant", "loss": "cos", "loss_layer": "logits", "targ
 
 TABLES: list[TableSpec] = [
     TableSpec("table1_loss", "Table 1: dominance ratio (%) by similarity loss", ["table1"],
-              rows=["model", "dataset"], cols=["loss"], values=["dominance_ratio"],
+              rows=["model", "dataset"], cols=["loss"],
+              values=["dominance_ratio", "dominant_confidence", "top1_ratio", "fooling_rate"],
               filters={"full": {"attack": "dominant", "target_class": None},
                        "embedded": {"attack": "dominant", "target_class": None}},
               col_order={"loss": ["cos", "ed", "kld"]}, corner="model · fit set"),
@@ -559,9 +560,9 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     part = table_frame(df, spec, scale)
     if spec.kind == "layers" and not part.empty:
         part = part.assign(takeover_layer=[_takeover(Path(d)) for d in part["run_dir"]])
-    # at the embedded scale only missing attacks are shown as empty rows/columns (no paper models/data here)
+    # at the embedded scale only missing attacks and losses show as empty rows/columns (no paper models/data here)
     ours = pivot(part, spec.rows, spec.cols, spec.values, spec.row_order, spec.col_order,
-                 fill_missing=None if scale == "full" else ["attack"])
+                 fill_missing=None if scale == "full" else ["attack", "loss"])
     table = with_paper_rows(ours, read_paper(out))
     for old in out.glob(f"{scale}_*.png"):
         old.unlink()

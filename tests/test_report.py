@@ -82,8 +82,9 @@ def test_build_report_writes_tables_paper_rows_and_html(tmp_path: Path) -> None:
     (experiments / "table1_loss" / "paper.csv").write_text("row,column,value,note\nvgg19 · imagenet,cos,92.93,T1\n")
     built = build_report(outputs, experiments, "embedded", only=["table1_loss", "table3_label_dependent"])
     t1 = next(b for b in built if b.spec.name == "table1_loss")
-    assert t1.table.loc["ours: efficientnet_lite0 · photos", "CoSLoss"] == "80.00"
-    assert t1.table.loc["ours: efficientnet_lite0 · photos", "KLLoss"] == MISSING
+    ours = "ours: efficientnet_lite0 · photos · dominance ratio (%)"
+    assert t1.table.loc[ours, "CoSLoss"] == "80.00"
+    assert t1.table.loc[ours, "KLLoss"] == MISSING
     assert t1.table.loc["paper: vgg19 · imagenet", "cos"] == "92.93"
     md = (experiments / "table1_loss" / "embedded.md").read_text()
     assert "80.00" in md and "paper: vgg19" in md
