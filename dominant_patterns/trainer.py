@@ -61,7 +61,8 @@ def resolve_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError as exc:
-        raise ConfigError(f"trainer.device={name} is not a device. Valid choices: auto, cpu, cuda, cuda:N, mps") from exc
+        raise ConfigError(f"trainer.device={name} is not a device. "
+                          "Valid choices: auto, cpu, cuda, cuda:N, mps") from exc
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
