@@ -99,7 +99,7 @@ paper-embedded: venv fashion-mnist  ## every table and figure at the embedded sc
 	run $(PY) -m dominant_patterns.transfer experiment=table6_transfer_embedded; \
 	run $(EXP) experiment=table3_label_dependent_embedded; \
 	run $(EXP) experiment=table3_label_dependent_embedded attack=tuap attack.max_iterations=32 attack.batch_size=16; \
-	run $(EXP) experiment=table4_proxy_embedded attack.max_iterations=100 attack.val_images=64; \
+	run $(EXP) experiment=table4_proxy_embedded attack=fff attack.max_iterations=100 attack.val_images=64; \
 	run $(PY) -m dominant_patterns.evaluate experiment=transfer_matrix_embedded; \
 	run $(EXP) experiment=tableA1_seeds_embedded; \
 	run $(EXP) experiment=targeted_embedded; \
