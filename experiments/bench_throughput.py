@@ -284,7 +284,10 @@ def bench_model(name: str, plan: Plan, device: torch.device, folder: Path, cache
 
 
 def fmt(value: float, digits: int = 1) -> str:
-    return "n/a" if value != value else f"{value:,.{digits}f}"
+    """``digits`` decimals, or 3 significant digits for values under 10; n/a for NaN."""
+    if value != value:
+        return "n/a"
+    return f"{value:,.{digits}f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def render(rows: list[Row], info: dict[str, Any]) -> str:
@@ -325,7 +328,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="DataLoader workers of the naive loop (default: 0 on CPU, min(8, cores) on CUDA)")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="folder for <device>.md and .json")
     parser.add_argument("--note", default="", help="a line added to the report (e.g. machine load)")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the .md from an earlier run's .json")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        rows = [Row(**r) for r in saved["rows"]]
+        info = saved["info"]
+        device = torch.device("cpu" if info["device"].startswith("CPU") else "cuda")
+        plans = GPU_PLAN if device.type == "cuda" else CPU_PLAN
+        args.note = args.note or info.get("note", "")
+        print(f"written: {write_report(rows, info, plans, info['naive_workers'], device, args)}")
+        return 0
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     plans = GPU_PLAN if device.type == "cuda" else CPU_PLAN
@@ -347,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     info = {"device": name, "torch": torch.__version__, "python": sys.version.split()[0],
             "bf16_matmul_tflops": bf16 / 1e12, "fp32_matmul_tflops": fp32 / 1e12,
             "naive_workers": naive_workers, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv)}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
+            "note": args.note}
     print(f"measured matmul ceiling: bf16 {bf16 / 1e12:.2f} TFLOP/s, fp32 {fp32 / 1e12:.2f} TFLOP/s", flush=True)
 
     rows = []
@@ -385,7 +399,7 @@ def write_report(rows: list[Row], info: dict[str, Any], plans: dict[str, Plan], 
     text = (f"# Fit and evaluation throughput: {name}\n\n"
             f"`{info['command']}` ({info['date']}, torch {info['torch']}, Python {info['python']}, "
             f"{info['threads']} torch threads, {info['total_seconds']:.0f} s in all, 1-min load average "
-            f"{os.getloadavg()[0]:.1f} at the end)\n\n"
+            f"{info.setdefault('load_average', os.getloadavg()[0]):.1f} at the end)\n\n"
             f"Measured in one process, the variants interleaved in rounds (medians): {plan_text}. "
             f"Matrix-product ceiling measured in the same run: bf16 {info['bf16_matmul_tflops']:.2f} TFLOP/s, "
             f"fp32 {info['fp32_matmul_tflops']:.2f} TFLOP/s. Naive DataLoader workers: {naive_workers}. "
