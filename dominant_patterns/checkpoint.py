@@ -331,6 +331,8 @@ class Checkpointer:
         payload, self.loaded = self.loaded, None
         if payload is not None:
             state.load_state_dict(payload["state"])
+        else:  # nothing to resume: a fresh fit (also when the same attack fits a second time)
+            self.epoch = self.batch = self.step = 0
         start = self.epoch
         self._in_loop = True
         try:

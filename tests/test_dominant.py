@@ -84,3 +84,10 @@ def test_python_api_on_a_plain_module(fit_loader, eval_loader) -> None:
     res = evaluate_pattern(model, delta, eval_loader, xi=XI)
     assert set(res) == {"pattern", "random_noise", "random_sign"}
     assert res["pattern"]["dominance_ratio"] > res["random_noise"]["dominance_ratio"]
+
+
+def test_same_attack_fits_twice(tiny_model, fit_loader) -> None:
+    attack = DominantPattern(tiny_model, XI, trainer=TrainerSettings(epochs=1, progress=False))
+    first = attack.fit(fit_loader)
+    second = attack.fit(fit_loader)
+    assert first.abs().max() > 0 and second.abs().max() > 0  # the second call really runs
