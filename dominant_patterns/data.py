@@ -364,20 +364,20 @@ def load_photo(name: str) -> np.ndarray:
 
 def random_crops(photos: Sequence[np.ndarray], count: int, size: int, seed: int,
                  min_scale: float = 0.2) -> torch.Tensor:
-    """``count`` random square crops (side min_scale..1 of the short side, random flips) resized to ``size``."""
+    """``count`` random square crops (area min_scale..1 of the short side's square, random flips) at ``size``."""
+    from PIL import Image
+
     rng = np.random.default_rng(seed)
-    tensors = [torch.from_numpy(p).permute(2, 0, 1) for p in photos]
-    out = torch.empty(count, 3, size, size, dtype=torch.uint8)
+    out = np.empty((count, size, size, 3), dtype=np.uint8)
     for i in range(count):
-        img = tensors[i % len(tensors)]
-        h, w = img.shape[1:]
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
         side = int(min(h, w) * math.sqrt(rng.uniform(min_scale, 1.0)))
         top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        crop = img[:, top:top + side, left:left + side]
-        if rng.random() < 0.5:
-            crop = crop.flip(-1)
-        out[i] = resize_uint8(crop[None].contiguous(), size)[0]
-    return out
+        crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR,
+                                                                             reducing_gap=2.0)
+        out[i] = np.asarray(crop)[:, ::-1] if rng.random() < 0.5 else np.asarray(crop)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 @DATASETS.register("photos")
@@ -416,7 +416,8 @@ def save_split_record(dataset: SplitDataset, path: Path) -> None:
     path.write_text(json.dumps({**dataset.describe(), **dataset.split_record}, indent=1))
 
 
-def iterate_images(loader: Iterable[Any], device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+def iterate_images(loader: Iterable[Any],
+                   device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Yield float [0, 1] batches (and labels) on ``device``, skipping empty batches."""
     for batch in loader:
         x, y = to_float_batch(batch, device)
