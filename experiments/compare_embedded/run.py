@@ -144,10 +144,21 @@ and TUAP gets the same number of 32-image batches. Data-free methods see no fit 
 objective; they use fit crops only for their published validation-based stopping/selection.
 Fit seconds are wall time on a 2-core CPU shared with other jobs, so they are indicative only.
 
+Rows at or below the random-sign floor (UAP, GD-UAP with few iterations) ran a small fraction of
+their published budget (see the iterations column): with the published Adam lr of 0.1 on the
+0-255 scale, 25-200 steps barely move delta away from its U[-xi, xi] start, and UAP saw 16 images.
+They say little about the published methods.
+
 Reading: these are capped CPU runs on one small network and a photo proxy set, not the paper's
-ImageNet protocol; the published numbers (mostly other networks, full budgets) are in
-`../shared/docs/baselines.md` and not comparable cell by cell.
+ImageNet protocol; the published numbers (mostly other networks, full budgets) are in the
+shared `docs/baselines.md` notes and are not comparable cell by cell. The wall time above was
+measured while other jobs kept the 2 cores busy (load average 8-14); on an idle machine the same
+sweep should take well under half of it.
 """
+    missing = [m for m in METHODS if m not in {method_key(r) for r in records}]
+    if missing:
+        text += (f"\nNot in this table (the sweep was stopped before these jobs finished): {', '.join(missing)}. "
+                 "Re-run `make compare-embedded` for the full sweep.\n")
     out.write_text(text)
     return out
 
