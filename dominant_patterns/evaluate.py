@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import torch
@@ -75,6 +75,27 @@ def resolve_pattern(cfg: DictConfig) -> tuple[torch.Tensor, dict[str, Any], Path
     return delta, obj, path
 
 
+class PatternJob(NamedTuple):
+    """What every entry point that scores a saved pattern starts from."""
+
+    settings: TrainerSettings
+    model: ClassifierWrapper
+    delta: torch.Tensor
+    meta: dict[str, Any]
+    path: Path
+    xi: float
+
+
+def start_pattern_job(cfg: DictConfig) -> PatternJob:
+    """Seed, build ``cfg.model`` and load the pattern resized to it (evaluate, layers, transfer)."""
+    seed_everything(int(cfg.seed))
+    settings = TrainerSettings.from_config(container(cfg.trainer))
+    model = load_model(cfg, settings)
+    delta, meta, path = resolve_pattern(cfg)
+    xi = float(meta.get("xi") or delta.abs().max())
+    return PatternJob(settings, model, fit_to_model(delta, model, xi), meta, path, xi)
+
+
 def fit_to_model(delta: torch.Tensor, model: ClassifierWrapper, xi: float) -> torch.Tensor:
     """Resize a pattern made for another input size (bilinear), keeping ``|delta| <= xi``."""
     size = model.input_size
@@ -107,12 +128,7 @@ def start_record(cfg: DictConfig, kind: str, identity: dict[str, Any]) -> tuple[
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the pattern on ``cfg.model`` over the eval split of ``cfg.dataset``; write metrics.json."""
-    seed_everything(int(cfg.seed))
-    settings = TrainerSettings.from_config(container(cfg.trainer))
-    model = load_model(cfg, settings)
-    delta, meta, path = resolve_pattern(cfg)
-    xi = float(meta.get("xi") or delta.abs().max())
-    delta = fit_to_model(delta, model, xi)
+    settings, model, delta, meta, path, xi = start_pattern_job(cfg)
     data_cfg = container(cfg.dataset)
     if cfg.get("max_images"):  # datasets with a max_images key decode only that many
         data_cfg = {**data_cfg, "max_images": data_cfg.get("max_images") or int(cfg.max_images)}

@@ -26,11 +26,10 @@ from omegaconf import DictConfig
 from pytorch_msssim import ssim
 
 from dominant_patterns.data import build_dataset, iterate_images, make_loader
-from dominant_patterns.evaluate import fit_to_model, limit, resolve_pattern, source_identity, start_record
+from dominant_patterns.evaluate import limit, source_identity, start_pattern_job, start_record
 from dominant_patterns.hooks import capture_activations, layer_names
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.run import CONFIG_DIR, container, load_model, seed_everything
-from dominant_patterns.trainer import TrainerSettings
+from dominant_patterns.run import CONFIG_DIR, container
 
 log = logging.getLogger("dominant_patterns.layers")
 
@@ -186,11 +185,7 @@ def plot_fig4(path: Path, rows: list[dict[str, Any]], title: str) -> None:
 
 def analyze(cfg: DictConfig) -> dict[str, Any]:
     """Compute the per-layer SSIMs, write layers.json, fig3.png, fig4.png and metrics.json."""
-    seed_everything(int(cfg.seed))
-    settings = TrainerSettings.from_config(container(cfg.trainer))
-    model = load_model(cfg, settings)
-    delta, meta, path = resolve_pattern(cfg)
-    delta = fit_to_model(delta, model, float(meta.get("xi") or delta.abs().max()))
+    settings, model, delta, meta, path, _xi = start_pattern_job(cfg)
     eval_set = build_dataset(container(cfg.dataset), split="eval", image_size=model.input_size, seed=int(cfg.seed))
     subset = limit(eval_set, cfg.get("num_images"))
     loader = make_loader(subset, batch_size=min(settings.eval_batch_size, 32), shuffle=False)

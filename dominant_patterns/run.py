@@ -217,17 +217,11 @@ def main(cfg: DictConfig) -> float | None:
     """Entry point of ``python -m dominant_patterns`` and the ``dominant-patterns`` script."""
     try:
         return float(run(cfg)["metrics"]["dominance_ratio"])
-    except UserInputError as exc:
+    except (UserInputError, NonFiniteLossError) as exc:  # exit 2: bad input, 3: non-finite loss
         log.error("%s", exc)
         if HydraConfig.get().mode == RunMode.RUN:
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        raise
-    except NonFiniteLossError as exc:
-        log.error("%s", exc)
-        if HydraConfig.get().mode == RunMode.RUN:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(3)
+            sys.exit(3 if isinstance(exc, NonFiniteLossError) else 2)
         raise
     except Interrupted as exc:
         stop_after_interrupt(exc)

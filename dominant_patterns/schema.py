@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dominant_patterns.checkpoint import RESUME_MODES
 from dominant_patterns.errors import ConfigError
+from dominant_patterns.trainer import TrainerSettings
 
 # Optional[...] is kept (not ``X | None``): OmegaConf reads these annotations at runtime on py3.10.
 # ruff: noqa: UP007, UP045
@@ -86,17 +87,8 @@ class AttackSchema:
     target_weight: Optional[float] = None
 
 
-@dataclass
-class TrainerSchema:
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = True
-    compile: bool = False
-    progress: bool = True
-    log_every: int = 20
+# The trainer group is typed by the loop's own settings dataclass (one list of fields).
+TrainerSchema = TrainerSettings
 
 
 @dataclass

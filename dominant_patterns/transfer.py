@@ -26,11 +26,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dominant_patterns.data import build_dataset, iterate_images, make_loader
-from dominant_patterns.evaluate import fit_to_model, resolve_pattern, source_identity, start_record
+from dominant_patterns.evaluate import source_identity, start_pattern_job, start_record
 from dominant_patterns.metrics import evaluate_patterns, noise_floors
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.run import CONFIG_DIR, container, load_model, seed_everything
-from dominant_patterns.trainer import TrainerSettings
+from dominant_patterns.run import CONFIG_DIR, container
 
 log = logging.getLogger("dominant_patterns.transfer")
 
@@ -104,12 +103,7 @@ def class_names_for(label_space: str | None, num_classes: int) -> list[str]:
 
 def transfer(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune the head, score it, attack it with the source pattern; write metrics.json and head.pt."""
-    seed_everything(int(cfg.seed))
-    settings = TrainerSettings.from_config(container(cfg.trainer))
-    model = load_model(cfg, settings)
-    delta, meta, path = resolve_pattern(cfg)
-    xi = float(meta.get("xi") or delta.abs().max())
-    delta = fit_to_model(delta, model, xi)
+    settings, model, delta, meta, path, xi = start_pattern_job(cfg)
     data_cfg = container(cfg.dataset)
     fit_set = build_dataset({**data_cfg, "max_images": cfg.get("fit_images") or data_cfg.get("max_images")},
                             split="fit", image_size=model.input_size, seed=int(cfg.seed))
