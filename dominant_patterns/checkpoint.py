@@ -5,7 +5,8 @@ in a run's output dir. It saves the loop state every ``every`` steps and at each
 restores it on resume, and turns SIGTERM/SIGUSR1 (and submitit's preemption signal) into a
 checkpoint followed by :class:`Interrupted`.
 
-The protocol for a loop (``GradientAttack`` uses it through ``optimize_pattern``)::
+The protocol for a loop (``GradientAttack`` uses it through ``optimize_pattern``, the iteration-count
+baselines through ``attacks._common.optimize_iterations``)::
 
     ck = self.checkpointer                     # disabled (no files) unless the app set one
     for epoch, batches in ck.epochs(self, loader, self.trainer.epochs):
@@ -104,7 +105,13 @@ class Interrupted(Exception):  # noqa: N818 - it is a normal outcome, not an err
 # RNG states as tensors and plain values (safe for weights_only loading)
 
 def loader_generators(loader: Any) -> dict[str, torch.Generator]:
-    """The loader's own ``torch.Generator`` attributes (shuffle order, crops), by name."""
+    """The loader's own ``torch.Generator`` attributes (shuffle order, crops), by name.
+
+    A loader made of other loaders (e.g. ``StackedLoader``) names them in ``rng_generators()``.
+    """
+    named = getattr(loader, "rng_generators", None)
+    if callable(named):
+        return dict(named())
     try:
         items = vars(loader).items()
     except TypeError:

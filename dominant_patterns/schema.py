@@ -14,10 +14,12 @@ a strict config can also opt in at composition time with ``defaults: [/schema/tr
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, get_args, get_origin
 
 from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -160,16 +162,43 @@ def validate_config(cfg: DictConfig) -> None:
                 shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
                 raise ConfigError(f"{full}={shown!r} has the wrong type: expected {_describe(tp)} "
                                   f"({full}: {_type_name(hints[name])})") from exc
-    task = str(cfg.get("task_name", ""))
-    if not task or task in (".", "..") or not all(c.isalnum() or c in "_-.=," for c in task):
-        raise ConfigError(f"task_name={task!r} is not a plain name: it becomes a folder under paths.output_dir, "
-                          "so use letters, digits and _-.=, only (no / or ..)")
+    check_task_name(cfg.get("task_name", ""))
     resume = cfg.get("resume", "auto")
     if str(resume).lower() not in RESUME_MODES:
         raise ConfigError(f"resume={resume!r} is not valid. Valid choices: {', '.join(RESUME_MODES)}")
     every = cfg.get("checkpoint_every", 0)
     if isinstance(every, int) and every < 0:
         raise ConfigError(f"checkpoint_every={every} must be >= 0 (0: checkpoint only at epoch ends)")
+
+
+def check_task_name(task: Any) -> None:
+    task = str(task)
+    if not task or task in (".", "..") or not all(c.isalnum() or c in "_-.=," for c in task):
+        raise ConfigError(f"task_name={task!r} is not a plain name: it becomes a folder under paths.output_dir, "
+                          "so use letters, digits and _-.=, only (no / or ..)")
+
+
+class EarlyChecks(Callback):
+    """Checks that must pass before Hydra creates the output dir (``hydra.callbacks`` in conf/hydra/default.yaml).
+
+    ``task_name`` is part of ``hydra.run.dir``/``hydra.sweep.dir``, which Hydra creates before the app
+    runs, so ``task_name=../x`` would already have made a folder outside ``paths.output_dir``. Hydra
+    turns a callback's exceptions into warnings, so a bad name exits here (code 2, like other bad input).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        try:
+            check_task_name(config.get("task_name", ""))
+        except (ConfigError, OmegaConfBaseException) as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 def _field_types(schema: type) -> dict[str, Any]:

@@ -147,3 +147,25 @@ def test_every_config_option_passes_the_schemas(group: str) -> None:
 
     for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
         validate_config(compose_config(f"{group}={option}"))
+
+
+def test_bad_task_name_is_refused_before_any_dir_is_made(tmp_path: Path) -> None:
+    """task_name is part of hydra.run.dir: a bad one must stop the app before Hydra creates that dir."""
+    proc = run_app(tmp_path, *BASE, "task_name=../escaped", timeout=180)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "task_name='../escaped' is not a plain name" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["outputs"])
+    assert not list(tmp_path.rglob("run.log"))
+
+
+@pytest.mark.parametrize("task", ["a/b", "..", ""])
+def test_early_checks_callback_exits_on_a_bad_task_name(task: str) -> None:
+    from omegaconf import OmegaConf
+
+    from dominant_patterns.schema import EarlyChecks
+
+    with pytest.raises(SystemExit) as exc:
+        EarlyChecks().on_multirun_start(OmegaConf.create({"task_name": task}))
+    assert exc.value.code == 2
+    EarlyChecks().on_run_start(OmegaConf.create({"task_name": "ok_name-1"}))

@@ -1,4 +1,4 @@
-"""Helpers shared by the baseline attacks: batch streams, validation fooling, iteration caps.
+"""Helpers shared by the baseline attacks: the checkpointed iteration loop, validation fooling, iteration caps.
 
 Kept private (not an attack): each baseline module still holds its whole objective.
 """
@@ -6,12 +6,14 @@ Kept private (not an attack): each baseline module still holds its whole objecti
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from dominant_patterns.checkpoint import Checkpointer, StateFns, Stateful
 from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.metrics import fooling_rate
@@ -32,26 +34,34 @@ def capped(iterations: int, max_iterations: int | None, key: str = "iterations")
     return min(int(iterations), int(max_iterations))
 
 
-def stream(loader: Iterable[Any], device: torch.device, batch_size: int | None = None) -> Iterator[torch.Tensor]:
-    """Endless float [0, 1] batches from ``loader`` (re-batched to ``batch_size`` when given)."""
-    buffer: list[torch.Tensor] = []
-    held = 0
-    while True:
-        empty = True
-        for x, _ in iterate_images(loader, device):
-            empty = False
-            if batch_size is None:
+class Rebatcher:
+    """Re-batches image batches to ``batch_size`` rows (``None``: as they come).
+
+    The rows left over after a batch are carried to the next one, across passes of the loader;
+    ``state()``/``load()`` keep them in a checkpoint so a resumed stream continues identically.
+    """
+
+    def __init__(self, batch_size: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.rest: torch.Tensor | None = None
+
+    def __call__(self, images: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for x in images:
+            if self.batch_size is None:
                 yield x
                 continue
-            buffer.append(x)
-            held += x.shape[0]
-            while held >= batch_size:
-                joined = torch.cat(buffer)
-                yield joined[:batch_size]
-                rest = joined[batch_size:]
-                buffer, held = ([rest] if rest.shape[0] else []), rest.shape[0]
-        if empty:
-            raise ConfigError("the fit loader yielded no images")
+            joined = x if self.rest is None else torch.cat([self.rest, x])
+            while joined.shape[0] >= self.batch_size:
+                out, joined = joined[: self.batch_size], joined[self.batch_size:]
+                self.rest = joined if joined.shape[0] else None
+                yield out
+            self.rest = joined if joined.shape[0] else None
+
+    def state(self) -> torch.Tensor | None:
+        return None if self.rest is None else self.rest.detach().clone()
+
+    def load(self, rest: torch.Tensor | None, device: torch.device) -> None:
+        self.rest = None if rest is None else rest.to(device)
 
 
 def take_images(loader: Iterable[Any], device: torch.device, count: int) -> torch.Tensor:
@@ -90,6 +100,14 @@ class Validator:
         self.kw = {"channels_last": channels_last, "precision": precision}
         self.clean = predict(model, images, **self.kw)
         self.best_rate, self.best_delta, self.bad_checks = -1.0, None, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_rate": self.best_rate, "best_delta": self.best_delta, "bad_checks": self.bad_checks}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        best = state["best_delta"]
+        self.best_rate, self.bad_checks = float(state["best_rate"]), int(state["bad_checks"])
+        self.best_delta = None if best is None else best.to(self.images.device)
 
     def rate(self, delta: torch.Tensor) -> float:
         return fooling_rate(self.clean, predict(self.model, (self.images + delta).clamp(0, 1), **self.kw))
@@ -137,12 +155,14 @@ def uniform_init(shape: tuple[int, ...], xi: float, generator: torch.Generator, 
 
 def optimize_iterations(
     delta: torch.Tensor,
-    batches: Iterator[torch.Tensor] | None,
     loss_fn: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor],
     *,
     optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
     iterations: int,
     project: Callable[[torch.Tensor], torch.Tensor],
+    loader: Iterable[Any] | None = None,
+    batch_size: int | None = None,
+    draw: Callable[[], torch.Tensor] | None = None,
     precision: str = "fp32",
     after_step: Callable[[int, torch.Tensor], bool] | None = None,
     on_log: Callable[[dict[str, float], int], None] | None = None,
@@ -150,36 +170,98 @@ def optimize_iterations(
     progress: bool = False,
     desc: str = "fit",
     grad_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    checkpointer: Checkpointer | None = None,
+    extra_state: Stateful | None = None,
 ) -> torch.Tensor:
-    """Minimize ``loss_fn(x, delta)`` for ``iterations`` steps (x from ``batches``, or None when data-free).
+    """Minimize ``loss_fn(x, delta)`` for ``iterations`` steps.
 
-    After each step ``delta`` is projected in place; ``after_step(step, delta)`` may edit it in
-    place (rescaling) and returns True to stop early. Returns the final delta (detached).
+    ``x`` comes from passes over ``loader`` (endless, re-batched to ``batch_size``), else from
+    ``draw()`` (synthesized inputs, e.g. noise; its randomness must live in ``extra_state`` or the
+    global RNG), else it is None (data-free). After each step ``delta`` is projected in place;
+    ``after_step(step, delta)`` may edit it in place (rescaling) and returns True to stop early.
+    Returns the final delta (detached).
+
+    ``checkpointer`` saves and restores delta, the optimizer state, the step, the early-stop flag,
+    the rows the re-batching carries, the RNGs and ``extra_state`` (the attack: its generator,
+    validator, counters); each pass over ``loader`` is one checkpoint epoch (resumed mid-pass by
+    replaying its batch order), a data-free fit is one epoch of ``iterations`` steps.
     """
+    ck = checkpointer or Checkpointer()
+    device = delta.device
     delta = delta.detach().clone().requires_grad_(True)
     opt = optimizer([delta])
+    rebatch = Rebatcher(batch_size)
+    flags = {"stopped": False}
     bar = tqdm(total=iterations, desc=desc, disable=not progress, unit="it", leave=False)
-    for step in range(1, iterations + 1):
-        x = next(batches) if batches is not None else None
-        with autocast(delta.device, precision):
-            loss = loss_fn(x, delta)
-        if not torch.isfinite(loss):
-            log.error("%s: non-finite loss at step %d; keeping the last pattern", desc, step)
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_filter is not None and delta.grad is not None:
-            delta.grad.copy_(grad_filter(delta.grad))
-        opt.step()
+
+    def get_state() -> dict[str, Any]:
+        extra = {"attack": extra_state.state_dict()} if extra_state is not None else {}
+        return {"delta": delta.detach().clone(), "optimizer": opt.state_dict(), "stopped": flags["stopped"],
+                "rest": rebatch.state(), **extra}
+
+    def put_state(state: Mapping[str, Any]) -> None:
         with torch.no_grad():
-            delta.copy_(project(delta))
-        bar.update(1)
-        if on_log is not None and step % log_every == 0:
-            on_log({"train/loss": float(loss.detach())}, step)
-        if after_step is not None:
-            with torch.no_grad():
-                if after_step(step, delta):
-                    log.info("%s: early stop at step %d", desc, step)
+            delta.copy_(state["delta"].to(device))
+        opt.load_state_dict(state["optimizer"])
+        flags["stopped"] = bool(state["stopped"])
+        rebatch.load(state["rest"], device)
+        if extra_state is not None and "attack" in state:
+            extra_state.load_state_dict(state["attack"])
+        bar.update(ck.step)
+
+    def done() -> bool:
+        return flags["stopped"] or ck.step >= iterations
+
+    def inputs(batches: Iterable[Any]) -> Iterator[torch.Tensor | None]:
+        if loader is None:
+            return (draw() if draw is not None else None for _ in batches)
+        fresh = ck.batch == 0
+
+        def images() -> Iterator[torch.Tensor]:
+            empty = True
+            for x, _ in iterate_images(batches, device):
+                empty = False
+                yield x
+            if empty and fresh:
+                raise ConfigError("the fit loader yielded no images")
+
+        return rebatch(images())
+
+    state = StateFns(get_state, put_state)
+    passes = ck.epochs(state, iterations, 1) if loader is None else ck.epochs(state, loader, sys.maxsize)
+    try:
+        for _, batches in passes:
+            if done():  # resumed a finished or early-stopped fit
+                break
+            for x in inputs(batches):
+                step = ck.step + 1
+                with autocast(device, precision):
+                    loss = loss_fn(x, delta)
+                if not torch.isfinite(loss):
+                    log.error("%s: non-finite loss at step %d; keeping the last pattern", desc, step)
+                    flags["stopped"] = True
                     break
-    bar.close()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_filter is not None and delta.grad is not None:
+                    delta.grad.copy_(grad_filter(delta.grad))
+                opt.step()
+                with torch.no_grad():
+                    delta.copy_(project(delta))
+                bar.update(1)
+                if on_log is not None and step % log_every == 0:
+                    on_log({"train/loss": float(loss.detach())}, step)
+                if after_step is not None:
+                    with torch.no_grad():
+                        if after_step(step, delta):
+                            log.info("%s: early stop at step %d", desc, step)
+                            flags["stopped"] = True
+                ck.step_done()
+                if done():
+                    break
+            if done():  # no new pass once finished
+                break
+        ck.save()  # the final state: a rerun (e.g. after a kill during evaluation) returns it at once
+    finally:
+        bar.close()
     return delta.detach()

@@ -7,8 +7,9 @@ Contract: ``attack.fit(loader) -> delta`` where ``loader`` yields image batches 
 Checkpoints (resume after a kill or preemption): every attack has ``self.checkpointer`` (a
 disabled :class:`~dominant_patterns.checkpoint.Checkpointer` unless the app set one) and a
 ``state_dict()``/``load_state_dict()`` pair. An attack with its own loop keeps everything the
-loop changes (delta, optimizer, generator weights, counters) on ``self``, extends the two
-methods with it (tensors and plain values only), and drives the loop like this::
+loop changes (delta, optimizer, generator weights, counters, a ``Validator``) on ``self``, names
+those attributes in ``fit_state`` (tensors, plain values, or objects with their own
+``state_dict``), and drives the loop like this::
 
     for epoch, batches in self.checkpointer.epochs(self, loader, self.trainer.epochs):
         for x, _ in iterate_images(batches, self.device):   # resumes mid-epoch
@@ -16,7 +17,8 @@ methods with it (tensors and plain values only), and drives the loop like this::
             self.checkpointer.step_done()   # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
 
 Data-free loops pass an int (steps per epoch) instead of the loader. ``GradientAttack`` needs
-none of this: ``optimize_pattern`` checkpoints delta and the Adam state, plus this state.
+none of this: ``optimize_pattern`` checkpoints delta and the Adam state, plus this state; the
+iteration-count baselines get the same from ``_common.optimize_iterations``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ from dominant_patterns.trainer import TrainerSettings, optimize_pattern, to_memo
 log = logging.getLogger(__name__)
 
 LogFn = Callable[[dict[str, float], int], None]
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with its tensors (also inside dicts and lists) moved to ``device`` (checkpoints load on CPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
 
 
 def check_xi(xi: float) -> float:
@@ -58,6 +71,9 @@ class UniversalAttack(ABC):
     name: ClassVar[str] = "universal"
     #: True when the attack uses no images at all (it is still given the loader).
     data_free: ClassVar[bool] = False
+    #: Attributes ``fit`` changes (tensors, plain values, or objects with ``state_dict``/``load_state_dict``
+    #: such as a ``Validator``): checkpointed with ``generator`` and restored on resume.
+    fit_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, trainer: TrainerSettings | None = None,
                  seed: int = 0, on_log: LogFn | None = None) -> None:
@@ -70,12 +86,24 @@ class UniversalAttack(ABC):
         self.checkpointer = Checkpointer()
 
     def state_dict(self) -> dict[str, Any]:
-        """The attack's resumable state beyond its loop's (extend it in subclasses with own state)."""
-        return {"generator": self.generator.get_state()}
+        """The attack's resumable state beyond its loop's: the generator and the ``fit_state`` attributes."""
+        state: dict[str, Any] = {"generator": self.generator.get_state()}
+        for name in self.fit_state:
+            value = getattr(self, name)
+            state[name] = value.state_dict() if hasattr(value, "state_dict") else value
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
+        for name in self.fit_state:
+            if name not in state:
+                continue
+            current = getattr(self, name, None)
+            if hasattr(current, "load_state_dict"):
+                current.load_state_dict(state[name])
+            else:
+                setattr(self, name, to_device(state[name], self.device))
 
     @property
     def device(self) -> torch.device:

@@ -47,6 +47,7 @@ class FFF(UniversalAttack):
 
     name: ClassVar[str] = "fff"
     data_free: ClassVar[bool] = True
+    fit_state: ClassVar[tuple[str, ...]] = ("validator", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr_255: float = 0.1, iterations: int = 10000,
                  max_iterations: int | None = None, halve_every: int = 300, val_every: int = 300,
@@ -62,6 +63,7 @@ class FFF(UniversalAttack):
         self.layer_group = layers
         self.layers = layer_names(model, layers)
         self.steps_run, self.val_rate = 0, float("nan")
+        self.validator: Validator | None = None
 
     def loss(self, _x: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
         with capture_activations(self.model, self.layers) as acts:
@@ -70,8 +72,10 @@ class FFF(UniversalAttack):
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         s = self.trainer
-        validator = Validator(self.model, take_images(loader, self.device, self.val_images), patience=self.patience,
-                              channels_last=s.channels_last, precision=s.precision)
+        self.steps_run = 0
+        self.validator = validator = Validator(self.model, take_images(loader, self.device, self.val_images),
+                                               patience=self.patience, channels_last=s.channels_last,
+                                               precision=s.precision)
 
         def after_step(step: int, delta: torch.Tensor) -> bool:
             self.steps_run = step
@@ -84,10 +88,11 @@ class FFF(UniversalAttack):
             return stop
 
         delta = optimize_iterations(
-            uniform_init(self.shape, self.xi, self.generator, self.device), None, self.loss,
+            uniform_init(self.shape, self.xi, self.generator, self.device), self.loss,
             optimizer=partial(torch.optim.Adam, lr=self.lr_255 / 255), iterations=self.run_iterations,
             project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
-            log_every=s.log_every, progress=s.progress, desc=self.name)
+            log_every=s.log_every, progress=s.progress, desc=self.name, checkpointer=self.checkpointer,
+            extra_state=self)
         validator.check(delta)
         self.val_rate = validator.best_rate
         return validator.best(delta)

@@ -74,6 +74,7 @@ class FTUAP(UniversalAttack):
 
     name: ClassVar[str] = "ft_uap"
     provenance: ClassVar[str] = "from description"
+    fit_state: ClassVar[tuple[str, ...]] = ("coeffs",)
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, dct_scale: float = 2.0, step_size: float = 0.05,
                  min_freq: int = 0, max_freq: int = 14, pixels_per_degree: float = 32.0, **kwargs: Any) -> None:
@@ -88,32 +89,35 @@ class FTUAP(UniversalAttack):
         reps = model.input_size // BLOCK
         self.bound = (rel.repeat(reps, reps) * self.dct_scale * self.xi)[None].expand(3, -1, -1).to(self.device)
         self.d = dct_matrix().to(self.device)
+        self.coeffs = torch.zeros(self.bound.shape, device=self.device)  # the DCT coefficients fit optimizes
 
     def to_pixels(self, c: torch.Tensor) -> torch.Tensor:
         return self.project(block_idct(c, self.d))
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        s = self.trainer
-        c = torch.zeros(self.bound.shape, device=self.device)
-        step = 0
+        s, ck = self.trainer, self.checkpointer
+        self.coeffs = torch.zeros(self.bound.shape, device=self.device)
         bar = tqdm(desc=self.name, disable=not s.progress, unit="batch", leave=False)
-        for epoch in range(s.epochs):
-            for x, _ in iterate_images(loader, self.device):
+        for epoch, batches in ck.epochs(self, loader, s.epochs):  # resumes mid-epoch after a restore
+            bar.update(ck.step - bar.n)
+            for x, _ in iterate_images(batches, self.device):
                 x = to_memory_format(x, s.channels_last)
                 with torch.no_grad():
                     target = self.model(x).argmax(1)
+                c = self.coeffs
                 cv = c.clone().requires_grad_(True)
                 with autocast(self.device, s.precision):
                     logits = self.model(self.apply(x, self.to_pixels(cv)))
                 loss = F.cross_entropy(logits.float(), target)
                 (grad,) = torch.autograd.grad(loss, cv)
-                c = torch.maximum(torch.minimum(c + self.step_size * self.bound * grad.sign(), self.bound), -self.bound)
-                step += 1
+                self.coeffs = torch.maximum(torch.minimum(c + self.step_size * self.bound * grad.sign(), self.bound),
+                                            -self.bound)
                 bar.update(1)
-                if step % s.log_every == 0:
-                    self.log({"train/loss": float(loss), "train/epoch": epoch}, step)
+                if (ck.step + 1) % s.log_every == 0:
+                    self.log({"train/loss": float(loss.detach()), "train/epoch": epoch}, ck.step + 1)
+                ck.step_done()  # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
         bar.close()
-        return self.to_pixels(c).detach()
+        return self.to_pixels(self.coeffs).detach()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "provenance": self.provenance, "dct_scale": self.dct_scale,

@@ -28,7 +28,7 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from functools import partial
 from typing import Any, ClassVar
 
@@ -40,7 +40,6 @@ from dominant_patterns.attacks._common import (
     log_activation_norms,
     mean_image,
     optimize_iterations,
-    stream,
     take_images,
     uniform_init,
 )
@@ -56,6 +55,7 @@ class GDUAP(UniversalAttack):
     """Activation-norm maximization with the none / range / data priors and adaptive rescaling."""
 
     name: ClassVar[str] = "gd_uap"
+    fit_state: ClassVar[tuple[str, ...]] = ("validator", "schedule", "rescales", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, prior: str = "data", lr_255: float = 0.1,
                  batch_size: int = 25, iterations: int = 40000, max_iterations: int | None = None,
@@ -77,21 +77,16 @@ class GDUAP(UniversalAttack):
         self.layers = layer_names(model, layers)
         self.layer_group = layers
         self.rescales, self.steps_run, self.val_rate = 0, 0, float("nan")
+        self.validator: Validator | None = None
+        #: adaptive rescaling: the saturated share at the last step and the step of the next validation
+        self.schedule: dict[str, float] = {"sat": 0.0, "next_val": self.val_every}
         self.data_free = prior != "data"
 
-    def inputs(self, loader: Iterable[Any]) -> Iterator[torch.Tensor] | None:
-        if self.prior == "data":
-            return stream(loader, self.device, self.batch_size)
-        if self.prior == "none":
-            return None
-
-        def noise() -> Iterator[torch.Tensor]:
-            base = mean_image(self.model, self.batch_size)
-            while True:
-                z = torch.randn(base.shape, generator=self.generator).to(self.device)
-                yield (base + self.range_std * z).clamp(0, 1)
-
-        return noise()
+    def noise(self) -> torch.Tensor:
+        """A batch of the ``range`` prior: N(mean, range_std) images clipped to [0, 1] (from ``self.generator``)."""
+        base = mean_image(self.model, self.batch_size)
+        z = torch.randn(base.shape, generator=self.generator).to(self.device)
+        return (base + self.range_std * z).clamp(0, 1)
 
     def loss(self, x: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
         x = mean_image(self.model).to(self.device) if x is None else x
@@ -101,31 +96,36 @@ class GDUAP(UniversalAttack):
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         s = self.trainer
-        validator = Validator(self.model, take_images(loader, self.device, self.val_images), patience=self.patience,
-                              channels_last=s.channels_last, precision=s.precision)
-        state = {"sat": 0.0, "next_val": self.val_every}
+        self.validator = validator = Validator(self.model, take_images(loader, self.device, self.val_images),
+                                               patience=self.patience, channels_last=s.channels_last,
+                                               precision=s.precision)
+        self.rescales, self.steps_run = 0, 0
+        self.schedule = {"sat": 0.0, "next_val": self.val_every}
 
         def after_step(step: int, delta: torch.Tensor) -> bool:
             self.steps_run = step
             sat = float((delta.abs() >= self.xi * (1 - 1e-6)).float().mean())
-            if sat > self.saturation and abs(sat - state["sat"]) < self.saturation_change:
+            if sat > self.saturation and abs(sat - self.schedule["sat"]) < self.saturation_change:
                 delta.div_(2)
                 self.rescales += 1
-                state["next_val"] = step + self.val_every_after_rescale
+                self.schedule["next_val"] = step + self.val_every_after_rescale
                 sat = float((delta.abs() >= self.xi * (1 - 1e-6)).float().mean())
-            state["sat"] = sat
-            if step >= state["next_val"]:
-                state["next_val"] = step + self.val_every
+            self.schedule["sat"] = sat
+            if step >= self.schedule["next_val"]:
+                self.schedule["next_val"] = step + self.val_every
                 stop = validator.check(delta)
                 self.log({"val/fooling_rate": validator.best_rate, "train/saturation": sat}, step)
                 return stop
             return False
 
         delta = optimize_iterations(
-            uniform_init(self.shape, self.xi, self.generator, self.device), self.inputs(loader), self.loss,
+            uniform_init(self.shape, self.xi, self.generator, self.device), self.loss,
+            loader=loader if self.prior == "data" else None, batch_size=self.batch_size,
+            draw=self.noise if self.prior == "range" else None,
             optimizer=partial(torch.optim.Adam, lr=self.lr_255 / 255), iterations=self.run_iterations,
             project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
-            log_every=s.log_every, progress=s.progress, desc=f"{self.name}[{self.prior}]")
+            log_every=s.log_every, progress=s.progress, desc=f"{self.name}[{self.prior}]",
+            checkpointer=self.checkpointer, extra_state=self)
         validator.check(delta)
         self.val_rate = validator.best_rate
         return validator.best(delta)

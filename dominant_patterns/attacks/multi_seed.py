@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.dominant import DominantPattern
+from dominant_patterns.checkpoint import loader_generators
 from dominant_patterns.trainer import optimize_pattern, to_memory_format
 
 
@@ -43,6 +44,11 @@ class StackedLoader:
     def __len__(self) -> int:
         return min(len(loader) for loader in self.loaders)  # type: ignore[arg-type]
 
+    def rng_generators(self) -> dict[str, torch.Generator]:
+        """The K loaders' generators (checkpointed, so a resumed fit replays each one's order)."""
+        return {f"{k}.{name}": g for k, loader in enumerate(self.loaders)
+                for name, g in loader_generators(loader).items()}
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, None]]:
         for batches in zip(*self.loaders, strict=False):
             xs = [images_of(batch) for batch in batches]
@@ -60,7 +66,8 @@ class MultiSeedDominant(DominantPattern):
         """K patterns [K, 3, S, S], pattern k fitted on ``loaders[k]``."""
         delta = torch.zeros((len(loaders), *self.shape), device=self.device)
         return optimize_pattern(delta, StackedLoader(loaders), self.loss, project=self.project, settings=self.trainer,
-                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name)
+                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name,
+                                checkpointer=self.checkpointer, extra_state=self)
 
     def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Sum over k of the single-pattern loss; ``x`` [K, B, 3, S, S] with ``delta`` [K, 3, S, S]."""

@@ -85,6 +85,7 @@ class PDUA(UniversalAttack):
     name: ClassVar[str] = "pd_ua"
     data_free: ClassVar[bool] = True
     provenance: ClassVar[str] = "from description"
+    fit_state: ClassVar[tuple[str, ...]] = ("validator", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, iterations: int = 1000,
                  max_iterations: int | None = None, lr_255: float = 0.5, momentum: float = 0.9,
@@ -105,6 +106,7 @@ class PDUA(UniversalAttack):
         self.style_names = self.layers[: int(style_layers)]
         self.texture_grams: list[torch.Tensor] = []
         self.steps_run, self.val_rate = 0, float("nan")
+        self.validator: Validator | None = None
 
     def init_delta(self) -> torch.Tensor:
         if self.texture is None:
@@ -134,8 +136,10 @@ class PDUA(UniversalAttack):
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         s = self.trainer
-        validator = Validator(self.model, take_images(loader, self.device, self.val_images), patience=self.patience,
-                              channels_last=s.channels_last, precision=s.precision)
+        self.steps_run = 0
+        self.validator = validator = Validator(self.model, take_images(loader, self.device, self.val_images),
+                                               patience=self.patience, channels_last=s.channels_last,
+                                               precision=s.precision)
 
         def after_step(step: int, delta: torch.Tensor) -> bool:
             self.steps_run = step
@@ -146,11 +150,12 @@ class PDUA(UniversalAttack):
             return False
 
         delta = optimize_iterations(
-            self.init_delta(), None, self.loss,
+            self.init_delta(), self.loss,
             optimizer=partial(torch.optim.SGD, lr=self.lr_255 / 255, momentum=self.momentum),
             iterations=self.run_iterations, project=self.project, precision=s.precision, after_step=after_step,
             on_log=self.on_log, log_every=s.log_every, progress=s.progress, desc=self.name,
-            grad_filter=partial(laplacian_filter, levels=self.pyramid_levels))
+            grad_filter=partial(laplacian_filter, levels=self.pyramid_levels), checkpointer=self.checkpointer,
+            extra_state=self)
         validator.check(delta)
         self.val_rate = validator.best_rate
         return validator.best(delta)

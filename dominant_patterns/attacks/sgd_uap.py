@@ -45,6 +45,7 @@ class SGDUAP(UniversalAttack):
     """
 
     name: ClassVar[str] = "sgd_uap"
+    fit_state: ClassVar[tuple[str, ...]] = ("delta", "size", "used_labels")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, beta: float = 12.0, step_size: float = 0.8,
                  step_decay: float = 0.8, labels: str = "auto", **kwargs: Any) -> None:
@@ -56,6 +57,8 @@ class SGDUAP(UniversalAttack):
         self.beta, self.step_size, self.step_decay = float(beta), float(step_size), float(step_decay)
         self.labels = labels
         self.used_labels = False
+        self.delta = self.zeros()
+        self.size = self.step_size * self.xi  # the current step (decayed after each epoch)
 
     def targets(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         valid = y is not None and bool(((y >= 0) & (y < self.model.num_classes)).all())
@@ -69,28 +72,28 @@ class SGDUAP(UniversalAttack):
             return self.model(x).argmax(1)
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        s = self.trainer
-        delta = self.zeros()
-        step, size = 0, self.step_size * self.xi
+        s, ck = self.trainer, self.checkpointer
+        self.delta, self.size, self.used_labels = self.zeros(), self.step_size * self.xi, False
         bar = tqdm(desc=self.name, disable=not s.progress, unit="batch", leave=False)
-        for epoch in range(s.epochs):
-            for x, y in iterate_images(loader, self.device):
+        for epoch, batches in ck.epochs(self, loader, s.epochs):  # resumes mid-epoch after a restore
+            bar.update(ck.step - bar.n)
+            for x, y in iterate_images(batches, self.device):
                 x = to_memory_format(x, s.channels_last)
                 target = self.targets(x, y)
-                d = delta.clone().requires_grad_(True)
+                d = self.delta.clone().requires_grad_(True)
                 with autocast(self.device, s.precision):
                     logits = self.model(self.apply(x, d))
                 ce = F.cross_entropy(logits.float(), target, reduction="none")
                 loss = ce.clamp(max=self.beta).mean()
                 (grad,) = torch.autograd.grad(loss, d)
-                delta = self.project(delta + size * grad.sign())
-                step += 1
+                self.delta = self.project(self.delta + self.size * grad.sign())
                 bar.update(1)
-                if step % s.log_every == 0:
-                    self.log({"train/loss": float(loss), "train/epoch": epoch}, step)
-            size *= self.step_decay
+                if (ck.step + 1) % s.log_every == 0:
+                    self.log({"train/loss": float(loss.detach()), "train/epoch": epoch}, ck.step + 1)
+                ck.step_done()  # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
+            self.size *= self.step_decay
         bar.close()
-        return delta.detach()
+        return self.delta.detach()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "beta": self.beta, "step_size": self.step_size, "step_decay": self.step_decay,

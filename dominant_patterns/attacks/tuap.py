@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dominant_patterns.attacks._common import capped, optimize_iterations, stream
+from dominant_patterns.attacks._common import capped, optimize_iterations
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.models import ClassifierWrapper
@@ -84,10 +84,10 @@ class TUAP(UniversalAttack):
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         s = self.trainer
         return optimize_iterations(
-            self.zeros(), stream(loader, self.device, self.batch_size), self.loss,
+            self.zeros(), self.loss, loader=loader, batch_size=self.batch_size,
             optimizer=partial(torch.optim.Adam, lr=self.lr), iterations=self.run_iterations,
             project=self.project, precision=s.precision, on_log=self.on_log, log_every=s.log_every,
-            progress=s.progress, desc=self.name)
+            progress=s.progress, desc=self.name, checkpointer=self.checkpointer, extra_state=self)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "lr": self.lr, "iterations": self.iterations,

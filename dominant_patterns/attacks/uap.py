@@ -88,6 +88,7 @@ class UAP(UniversalAttack):
     """
 
     name: ClassVar[str] = "uap"
+    fit_state: ClassVar[tuple[str, ...]] = ("v", "seen", "passes_run", "train_fooling", "steps_added")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, overshoot: float = 0.02, num_candidates: int = 10,
                  max_iter_df: int = 10, target_fooling: float = 0.8, max_passes: int = 20,
@@ -101,6 +102,7 @@ class UAP(UniversalAttack):
         self.target_fooling, self.max_passes = float(target_fooling), int(max_passes)
         self.max_images, self.deepfool_batch = max_images, int(deepfool_batch)
         self.passes_run, self.train_fooling, self.steps_added = 0, float("nan"), 0
+        self.v, self.seen = self.zeros(), 0  # the perturbation and the images used so far in this pass
 
     def chunks(self, loader: Iterable[Any]) -> Iterator[torch.Tensor]:
         seen = 0
@@ -120,30 +122,55 @@ class UAP(UniversalAttack):
             adv.append(predict(self.model, self.apply(x, v), channels_last=self.trainer.channels_last))
         return fooling_rate(torch.cat(clean), torch.cat(adv))
 
+    def add_steps(self, x: torch.Tensor) -> None:
+        """DeepFool on the images of ``x`` that ``v`` does not fool yet; add its converged steps to ``v``."""
+        v = self.v
+        with torch.no_grad():
+            clean = self.model(x).argmax(1)
+            still = self.model(self.apply(x, v)).argmax(1) == clean
+        if not still.any():
+            return
+        xv = self.apply(x[still], v)
+        dr, ok = deepfool(self.model, xv, num_candidates=self.num_candidates, overshoot=self.overshoot,
+                          max_iter=self.max_iter_df)
+        for i in torch.nonzero(ok).flatten().tolist():
+            v = self.project(v + dr[i])
+            self.steps_added += 1
+        self.v = v
+
+    def pass_full(self) -> bool:
+        return self.max_images is not None and self.seen >= self.max_images
+
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        v = self.zeros()
+        ck = self.checkpointer
+        self.v, self.seen = self.zeros(), 0
+        self.passes_run, self.train_fooling, self.steps_added = 0, float("nan"), 0
         bar = tqdm(desc=self.name, disable=not self.trainer.progress, unit="img", leave=False)
-        for p in range(self.max_passes):
-            for x in self.chunks(loader):
-                with torch.no_grad():
-                    clean = self.model(x).argmax(1)
-                    still = self.model(self.apply(x, v)).argmax(1) == clean
+        # One checkpoint epoch per pass, one step per loader batch (all its DeepFool chunks).
+        for p, batches in ck.epochs(self, loader, self.max_passes):
+            if self.train_fooling >= self.target_fooling:  # resumed after the target was reached
+                break
+            if ck.batch == 0:
+                self.seen = 0
+            pending = () if self.pass_full() else batches  # resumed after the pass's last image: nothing left
+            for x, _ in iterate_images(pending, self.device):
+                if self.max_images is not None:
+                    x = x[: self.max_images - self.seen]
+                for i in range(0, x.shape[0], self.deepfool_batch):
+                    self.add_steps(x[i:i + self.deepfool_batch])
                 bar.update(x.shape[0])
-                if not still.any():
-                    continue
-                xv = self.apply(x[still], v)
-                dr, ok = deepfool(self.model, xv, num_candidates=self.num_candidates, overshoot=self.overshoot,
-                                  max_iter=self.max_iter_df)
-                for i in torch.nonzero(ok).flatten().tolist():
-                    v = self.project(v + dr[i])
-                    self.steps_added += 1
+                self.seen += x.shape[0]
+                ck.step_done()  # saves every N batches; stops cleanly on SIGTERM/SIGUSR1
+                if self.pass_full():
+                    break
             self.passes_run = p + 1
-            self.train_fooling = self.pass_fooling(loader, v)
+            self.train_fooling = self.pass_fooling(loader, self.v)
             self.log({"train/fooling_rate": self.train_fooling, "train/pass": p + 1}, p + 1)
             if self.train_fooling >= self.target_fooling:
+                ck.save()  # the final state: a rerun returns it without another pass
                 break
         bar.close()
-        return v.detach()
+        return self.v.detach()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "overshoot": self.overshoot, "num_candidates": self.num_candidates,
