@@ -363,7 +363,7 @@ def load_photo(name: str) -> np.ndarray:
 
 
 def random_crops(photos: Sequence[np.ndarray], count: int, size: int, seed: int,
-                 min_scale: float = 0.2) -> torch.Tensor:
+                 min_scale: float = 0.08) -> torch.Tensor:
     """``count`` random square crops (area min_scale..1 of the short side's square, random flips) at ``size``."""
     from PIL import Image
 
@@ -389,8 +389,10 @@ def photos_dataset(req: DatasetRequest) -> SplitDataset:
         raise DataError(f"dataset photos: fit_photos and eval_photos share {sorted(overlap)}; they must be disjoint")
     count = int(req.get("num_fit" if req.split == "fit" else "num_eval", 256))
     seed = req.seed * 2 + (0 if req.split == "fit" else 1)
-    images = random_crops([load_photo(n) for n in names], count, req.image_size, seed,
-                          float(req.get("min_scale", 0.2)))
+    min_scale = float(req.get("min_scale", 0.08))
+    if not 0 < min_scale <= 1:
+        raise DataError(f"dataset.min_scale={min_scale} must be in (0, 1] (the smallest crop area, as a share)")
+    images = random_crops([load_photo(n) for n in names], count, req.image_size, seed, min_scale)
     return TensorImageDataset(images, torch.full((count,), -1, dtype=torch.long), name="photos", split=req.split,
                               label_space=None, split_record={"photos": list(names), "crop_seed": seed})
 

@@ -41,6 +41,8 @@ class TrainerSettings:
     compile: bool = False
     progress: bool = True
     log_every: int = 20
+    #: Caps the iteration-budget baselines (TUAP, GD-UAP, FFF, PD-UA) for smoke runs; null = their own budget.
+    max_iterations: int | None = None
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> TrainerSettings:

@@ -108,3 +108,15 @@ def test_compare_embedded_table(tmp_path: Path) -> None:
     text = mod.table(mod.load_records(tmp_path))
     assert "GD-UAP (none prior)" in text and "PD-UA *" in text and "10 it (cap 10 of 40000)" in text
     assert text.count("\n") == 6 and "Random sign floor" in text
+
+
+@pytest.mark.parametrize("name", ["tuap", "gd_uap", "fff", "pd_ua"])
+def test_trainer_cap_limits_iteration_baselines(name: str, tiny_model) -> None:
+    """``trainer.max_iterations`` caps every iteration-budget attack at once (smoke runs of attack sweeps)."""
+    cfg = yaml.safe_load((CONF / "attack" / f"{name}.yaml").read_text())
+    cls = getattr(attacks, cfg["_target_"].rsplit(".", 1)[1])
+    capped_attack = cls(tiny_model, 10 / 255, trainer=TrainerSettings(max_iterations=7))
+    assert capped_attack.run_iterations == 7
+    assert cls(tiny_model, 10 / 255).run_iterations == cfg["iterations"]
+    with pytest.raises(Exception, match="trainer.max_iterations=0"):
+        cls(tiny_model, 10 / 255, trainer=TrainerSettings(max_iterations=0))

@@ -37,6 +37,9 @@ def test_photos_split_by_source_photo() -> None:
     assert torch.equal(fit.images, again.images)  # seeded
     with pytest.raises(DataError, match="must be disjoint"):
         build_dataset({"name": "photos", "eval_photos": ["astronaut"]}, split="eval", image_size=64)
+    for bad in (0, 1.5):
+        with pytest.raises(DataError, match=f"dataset.min_scale={float(bad)}"):
+            build_dataset({"name": "photos", "min_scale": bad}, split="fit", image_size=64)
 
 
 def test_seeded_split_is_disjoint_and_stable() -> None:

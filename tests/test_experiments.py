@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["model=tiny", "dataset=synthetic", "logger=none", "trainer.epochs=1", "trainer.progress=false",
+        "trainer.max_iterations=10",
         "trainer.batch_size=16"]
 SOURCE = "smoke_source"
 

@@ -23,15 +23,24 @@ from dominant_patterns.trainer import autocast, to_memory_format
 log = logging.getLogger(__name__)
 
 
-def capped(iterations: int, max_iterations: int | None, key: str = "iterations") -> int:
-    """The iteration count actually run: the published ``iterations``, capped by ``max_iterations``."""
+def capped(iterations: int, max_iterations: int | None, key: str = "iterations",
+           trainer_cap: int | None = None) -> int:
+    """The iteration count actually run: the published ``iterations``, capped by ``max_iterations``.
+
+    ``trainer_cap`` (``trainer.max_iterations``) caps every iteration-budget attack at once, e.g. in a
+    smoke run of a sweep over attacks, where attack-specific keys cannot be set for all of them.
+    """
     if int(iterations) < 1:
         raise ConfigError(f"attack.{key}={iterations} must be an integer >= 1")
-    if max_iterations is None:
-        return int(iterations)
-    if int(max_iterations) < 1:
-        raise ConfigError(f"attack.max_iterations={max_iterations} must be >= 1 (or null for no cap)")
-    return min(int(iterations), int(max_iterations))
+    caps = {"attack.max_iterations": max_iterations, "trainer.max_iterations": trainer_cap}
+    run = int(iterations)
+    for name, cap in caps.items():
+        if cap is None:
+            continue
+        if int(cap) < 1:
+            raise ConfigError(f"{name}={cap} must be >= 1 (or null for no cap)")
+        run = min(run, int(cap))
+    return run
 
 
 class Rebatcher:

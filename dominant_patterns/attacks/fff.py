@@ -57,7 +57,7 @@ class FFF(UniversalAttack):
             raise ConfigError(f"attack.lr_255={lr_255!r} must be > 0")
         self.lr_255 = float(lr_255)
         self.iterations, self.max_iterations = int(iterations), max_iterations
-        self.run_iterations = capped(iterations, max_iterations)
+        self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.halve_every, self.val_every = int(halve_every), int(val_every)
         self.patience, self.val_images = int(patience), int(val_images)
         self.layer_group = layers

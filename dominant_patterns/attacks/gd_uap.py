@@ -69,7 +69,7 @@ class GDUAP(UniversalAttack):
             raise ConfigError(f"attack.lr_255={lr_255!r} must be > 0")
         self.prior, self.lr_255, self.batch_size = prior, float(lr_255), int(batch_size)
         self.iterations, self.max_iterations = int(iterations), max_iterations
-        self.run_iterations = capped(iterations, max_iterations)
+        self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.val_every, self.val_every_after_rescale = int(val_every), int(val_every_after_rescale)
         self.patience, self.val_images = int(patience), int(val_images)
         self.saturation, self.saturation_change = float(saturation), float(saturation_change)

@@ -96,7 +96,7 @@ class PDUA(UniversalAttack):
         if not 0 <= dropout < 1 or mc_samples < 1 or pyramid_levels < 1 or not lr_255 > 0:
             raise ConfigError("attack.dropout must be in [0, 1), mc_samples/pyramid_levels >= 1, lr_255 > 0")
         self.iterations, self.max_iterations = int(iterations), max_iterations
-        self.run_iterations = capped(iterations, max_iterations)
+        self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.lr_255, self.momentum = float(lr_255), float(momentum)
         self.dropout, self.mc_samples = float(dropout), int(mc_samples)
         self.style_weight, self.texture, self.pyramid_levels = float(style_weight), texture, int(pyramid_levels)

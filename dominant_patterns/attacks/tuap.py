@@ -66,7 +66,7 @@ class TUAP(UniversalAttack):
             raise ConfigError(f"attack.target_class={target_class} is out of range [0, {model.num_classes})")
         self.lr, self.confidence = float(lr), float(confidence)
         self.iterations, self.max_iterations = int(iterations), max_iterations
-        self.run_iterations = capped(iterations, max_iterations)
+        self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.batch_size = int(batch_size)
         self.target_class = None if target_class is None else int(target_class)
 
