@@ -18,7 +18,7 @@ from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.metrics import fooling_rate
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import autocast, to_memory_format
+from dominant_patterns.trainer import TrainerSettings, autocast, to_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,13 @@ class Validator:
         self.clean = predict(model, images, **self.kw)
         self.best_rate, self.best_delta, self.bad_checks = -1.0, None, 0
 
+    @classmethod
+    def from_loader(cls, model: ClassifierWrapper, loader: Iterable[Any], device: torch.device, *, count: int,
+                    patience: int, settings: TrainerSettings) -> Validator:
+        """A validator on the first ``count`` images of ``loader``, run with the trainer's precision/layout."""
+        return cls(model, take_images(loader, device, count), patience=patience,
+                   channels_last=settings.channels_last, precision=settings.precision)
+
     def state_dict(self) -> dict[str, Any]:
         return {"best_rate": self.best_rate, "best_delta": self.best_delta, "bad_checks": self.bad_checks}
 
@@ -132,6 +139,11 @@ class Validator:
 
     def best(self, fallback: torch.Tensor) -> torch.Tensor:
         return fallback.detach() if self.best_delta is None else self.best_delta
+
+    def final(self, delta: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Check the final ``delta`` too; return the best checked pattern and its fooling rate."""
+        self.check(delta)
+        return self.best(delta), self.best_rate
 
 
 def mean_image(model: ClassifierWrapper, batch: int = 1) -> torch.Tensor:

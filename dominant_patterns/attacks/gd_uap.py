@@ -40,7 +40,6 @@ from dominant_patterns.attacks._common import (
     log_activation_norms,
     mean_image,
     optimize_iterations,
-    take_images,
     uniform_init,
 )
 from dominant_patterns.attacks.base import UniversalAttack
@@ -96,9 +95,8 @@ class GDUAP(UniversalAttack):
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         s = self.trainer
-        self.validator = validator = Validator(self.model, take_images(loader, self.device, self.val_images),
-                                               patience=self.patience, channels_last=s.channels_last,
-                                               precision=s.precision)
+        self.validator = validator = Validator.from_loader(self.model, loader, self.device, count=self.val_images,
+                                                           patience=self.patience, settings=s)
         self.rescales, self.steps_run = 0, 0
         self.schedule = {"sat": 0.0, "next_val": self.val_every}
 
@@ -126,9 +124,8 @@ class GDUAP(UniversalAttack):
             project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
             log_every=s.log_every, progress=s.progress, desc=f"{self.name}[{self.prior}]",
             checkpointer=self.checkpointer, extra_state=self)
-        validator.check(delta)
-        self.val_rate = validator.best_rate
-        return validator.best(delta)
+        best, self.val_rate = validator.final(delta)
+        return best
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "prior": self.prior, "lr_255": self.lr_255, "batch_size": self.batch_size,

@@ -40,7 +40,6 @@ from dominant_patterns.attacks._common import (
     log_activation_norms,
     mean_image,
     optimize_iterations,
-    take_images,
 )
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.errors import ConfigError
@@ -137,9 +136,8 @@ class PDUA(UniversalAttack):
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         s = self.trainer
         self.steps_run = 0
-        self.validator = validator = Validator(self.model, take_images(loader, self.device, self.val_images),
-                                               patience=self.patience, channels_last=s.channels_last,
-                                               precision=s.precision)
+        self.validator = validator = Validator.from_loader(self.model, loader, self.device, count=self.val_images,
+                                                           patience=self.patience, settings=s)
 
         def after_step(step: int, delta: torch.Tensor) -> bool:
             self.steps_run = step
@@ -156,9 +154,8 @@ class PDUA(UniversalAttack):
             on_log=self.on_log, log_every=s.log_every, progress=s.progress, desc=self.name,
             grad_filter=partial(laplacian_filter, levels=self.pyramid_levels), checkpointer=self.checkpointer,
             extra_state=self)
-        validator.check(delta)
-        self.val_rate = validator.best_rate
-        return validator.best(delta)
+        best, self.val_rate = validator.final(delta)
+        return best
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "provenance": self.provenance, "iterations": self.iterations,
