@@ -150,8 +150,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                    and eval_set.label_space == model.label_space)
         metrics = result.patterns["pattern"]
         results = {"metrics": metrics, "floors": {k: v for k, v in result.patterns.items() if k != "pattern"},
-                   "timing": {"eval_seconds": time.perf_counter() - start}, "output_dir": str(out_dir),
-                   "finished_at": time.time(), "status": "finished"}
+                   "timing": {"eval_seconds": time.perf_counter() - start}}
         recorder.log({"eval": metrics})
         recorder.finish(results)
         print(f"{meta.get('model')} pattern ({meta.get('dataset')}) on {model.name} / {eval_set.name}: "

@@ -211,8 +211,7 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
                    "ssim_image_last": valid[-1]["ssim_image_mean"] if valid else None,
                    "ssim_pattern_first": valid[0]["ssim_pattern_mean"] if valid else None,
                    "ssim_image_first": valid[0]["ssim_image_mean"] if valid else None}
-        results = {"metrics": metrics, "timing": {"seconds": time.perf_counter() - start},
-                   "output_dir": str(out_dir), "finished_at": time.time(), "status": "finished"}
+        results = {"metrics": metrics, "timing": {"seconds": time.perf_counter() - start}}
         recorder.log({"layers": metrics})
         recorder.log_images({"fig3": out_dir / "fig3.png", "fig4": out_dir / "fig4.png"})
         recorder.finish(results)

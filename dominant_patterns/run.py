@@ -192,10 +192,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "attack_info": attack.describe(),
             # unreadable image files are skipped (with a warning each) and counted here
             "skipped_eval_images": len(eval_set) - int(main_metrics["n_images"]),
-            "output_dir": str(out_dir),
             "config_fingerprint": checkpointer.fingerprint,
             "resumed_from_step": int(resumed["step"]) if resumed else None,
-            "status": "finished",
         }
         recorder.log({"eval": main_metrics, "floors": results["floors"], "timing": results["timing"]})
         recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})

@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -154,8 +155,13 @@ class RunRecorder:
         self._guard("log images", _log)
 
     def finish(self, results: Mapping[str, Any]) -> Path:
-        """Write ``metrics.json`` (identity + results, atomically) and the W&B summary."""
-        record = _jsonable({**self.identity, **results})
+        """Write ``metrics.json`` (identity + results, atomically) and the W&B summary.
+
+        Only finished jobs get a ``metrics.json``: the record is stamped ``status: finished`` with the output
+        dir and the time (the report's "newest rerun wins" and the skip-finished-runs check read them).
+        """
+        stamp = {"output_dir": str(self.out_dir), "finished_at": time.time(), "status": "finished"}
+        record = _jsonable({**self.identity, **stamp, **results})
         path = self.out_dir / "metrics.json"
         atomic_write_text(path, json.dumps(record, indent=2))
         if self._run is not None:

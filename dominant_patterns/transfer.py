@@ -137,8 +137,7 @@ def transfer(cfg: DictConfig) -> dict[str, Any]:
         metrics = {**result.patterns["pattern"], "head_accuracy": result.patterns["pattern"].get("clean_accuracy"),
                    "head_train_loss": history[-1] if history else None, "num_classes": num_classes}
         results = {"metrics": metrics, "floors": {k: v for k, v in result.patterns.items() if k != "pattern"},
-                   "timing": {"feature_seconds": feature_seconds, "total_seconds": time.perf_counter() - start},
-                   "output_dir": str(out_dir), "finished_at": time.time(), "status": "finished"}
+                   "timing": {"feature_seconds": feature_seconds, "total_seconds": time.perf_counter() - start}}
         recorder.log({"eval": metrics})
         recorder.finish(results)
         print(f"{model.name} backbone + new head on {fit_set.name}: accuracy {metrics['head_accuracy']:.1%}; "
