@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_config, read_wandb_offline, run_app, wandb_summary
+from conftest import CONF, FAST, compose_config, read_wandb_offline, run_app, wandb_summary
 
 from dominant_patterns.artifacts import load_pattern
 
@@ -92,3 +92,29 @@ def test_eval_dataset_defaults_to_held_out_split_and_can_be_chosen() -> None:
     assert cfg.get("eval_dataset") is None
     cfg = compose_config("dataset=coco", "dataset@eval_dataset=imagenet")
     assert cfg.eval_dataset.name == "imagenet" and cfg.dataset.name == "coco"
+
+
+@pytest.mark.parametrize(("overrides", "loss"), [
+    ((), "ed"),                                          # embedded default: EfficientNet-Lite0 picks EDLoss
+    (("model=vgg19",), "cos"),                           # every other model: the paper's CoSLoss
+    (("model=tiny",), "cos"),
+    (("loss=cos",), "cos"),                              # the command line wins over the model's choice
+    (("loss=kld", "model=efficientnet_lite0"), "kld"),
+    (("experiment=table2_patterns_embedded",), "cos"),   # paper-table experiments pin the paper's loss
+])
+def test_default_loss_follows_the_model_and_yields_to_overrides(overrides, loss) -> None:
+    cfg = compose_config(*overrides)
+    assert cfg.loss.name == loss and cfg.hydra.runtime.choices.loss == loss
+
+
+@pytest.mark.parametrize(("primary", "experiment"), [("layers", "fig3_layers_embedded"),
+                                                    ("transfer", "table6_transfer_embedded"), ("evaluate", None)])
+def test_analysis_entry_points_load_the_model_default_loss_unless_pinned(primary, experiment) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=primary)
+        assert cfg.model.name == "efficientnet_lite0" and cfg.source.loss == "ed"   # what `make demo` fitted
+        assert compose(config_name=primary, overrides=["model=vgg19"]).source.loss == "cos"
+        if experiment:
+            assert compose(config_name=primary, overrides=[f"experiment={experiment}"]).source.loss == "cos"
