@@ -174,7 +174,7 @@ def optimize_pattern(
                     stats["epoch_loss"] += value * window_steps
                     if on_log and logging_step:
                         on_log({"train/loss": value, "train/epoch": epoch}, step)
-                    bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+                    bar.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", loss=f"{value:.4f}")
                 ck.step_done()
             window_steps = step - checked_step
             stats["epoch_loss"] += check(epoch) * window_steps
