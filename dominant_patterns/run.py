@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.cache import cache_if_enabled, cached_clean_predictions, fast_loader
 from dominant_patterns.checkpoint import JOB_NOTES, Checkpointer, Interrupted, flat_config, previous_result
 from dominant_patterns.config_checks import check_run_config
@@ -201,7 +200,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         recorder.finish(results)
         table = format_summary({attack.name: main_metrics, **results["floors"]})
         (out_dir / "summary.md").write_text(table + "\n")
-        loss_note = f" ({attack.loss_name} loss)" if isinstance(attack, DominantPattern) else ""
+        loss = results["attack_info"].get("loss")  # attacks that fit with a named loss report it
+        loss_note = f" ({loss} loss)" if loss else ""
         print(f"\n{model.name} | {attack.name}{loss_note} | fit: {fit_set.name} ({len(fit_set)} images) | eval: "
               f"{eval_set.name} ({len(eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
               f"fit {fit_seconds:.1f}s, evaluation {eval_seconds:.1f}s; outputs in {out_dir}", flush=True)
