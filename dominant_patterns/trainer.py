@@ -79,6 +79,27 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
+def pattern_loop_state(delta: torch.Tensor, optimizer: torch.optim.Optimizer, extra_state: Stateful | None,
+                       save_more: Callable[[], dict[str, Any]],
+                       load_more: Callable[[Mapping[str, Any]], None]) -> StateFns:
+    """Checkpoint state of a loop that optimizes ``delta``: delta, the optimizer, the attack's own state
+    (``extra_state``, under ``"attack"``) and the loop's own fields (``save_more``/``load_more``)."""
+
+    def get_state() -> dict[str, Any]:
+        extra = {"attack": extra_state.state_dict()} if extra_state is not None else {}
+        return {"delta": delta.detach().clone(), "optimizer": optimizer.state_dict(), **save_more(), **extra}
+
+    def put_state(state: Mapping[str, Any]) -> None:
+        with torch.no_grad():
+            delta.copy_(state["delta"].to(delta.device))
+        optimizer.load_state_dict(state["optimizer"])
+        load_more(state)
+        if extra_state is not None and "attack" in state:
+            extra_state.load_state_dict(state["attack"])
+
+    return StateFns(get_state, put_state)
+
+
 def optimize_pattern(
     delta: torch.Tensor,
     loader: Iterable[Any],
@@ -132,23 +153,15 @@ def optimize_pattern(
     ck = checkpointer or Checkpointer()
     stats: dict[str, Any] = {"epoch_loss": 0.0, "epoch_start": 0}
 
-    def get_state() -> dict[str, Any]:
-        extra = {"attack": extra_state.state_dict()} if extra_state is not None else {}
-        return {"delta": delta.detach().clone(), "optimizer": optimizer.state_dict(), **stats, **extra}
-
-    def put_state(state: Mapping[str, Any]) -> None:
+    def load_stats(state: Mapping[str, Any]) -> None:
         nonlocal step, checked_step
-        with torch.no_grad():
-            delta.copy_(state["delta"].to(device))
-        optimizer.load_state_dict(state["optimizer"])
         stats.update(epoch_loss=float(state["epoch_loss"]), epoch_start=int(state["epoch_start"]))
-        if extra_state is not None and "attack" in state:
-            extra_state.load_state_dict(state["attack"])
         step = checked_step = ck.step
         bar.update(step)
 
+    state = pattern_loop_state(delta, optimizer, extra_state, lambda: dict(stats), load_stats)
     try:
-        for epoch, batches in ck.epochs(StateFns(get_state, put_state), loader, settings.epochs):
+        for epoch, batches in ck.epochs(state, loader, settings.epochs):
             if ck.batch == 0:
                 stats.update(epoch_loss=0.0, epoch_start=step)
             for x, _ in iterate_images(batches, device):

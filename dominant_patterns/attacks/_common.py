@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dominant_patterns.checkpoint import Checkpointer, StateFns, Stateful
+from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.metrics import fooling_rate
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import TrainerSettings, autocast, to_memory_format
+from dominant_patterns.trainer import TrainerSettings, autocast, pattern_loop_state, to_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -175,24 +175,18 @@ def uniform_init(shape: tuple[int, ...], xi: float, generator: torch.Generator, 
 
 
 def optimize_iterations(
+    attack: UniversalAttack,
     delta: torch.Tensor,
     loss_fn: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor],
     *,
     optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
     iterations: int,
-    project: Callable[[torch.Tensor], torch.Tensor],
     loader: Iterable[Any] | None = None,
     batch_size: int | None = None,
     draw: Callable[[], torch.Tensor] | None = None,
-    precision: str = "fp32",
     after_step: Callable[[int, torch.Tensor], bool] | None = None,
-    on_log: Callable[[dict[str, float], int], None] | None = None,
-    log_every: int = 20,
-    progress: bool = False,
-    desc: str = "fit",
     grad_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    checkpointer: Checkpointer | None = None,
-    extra_state: Stateful | None = None,
+    desc: str | None = None,
 ) -> torch.Tensor:
     """Minimize ``loss_fn(x, delta)`` for ``iterations`` steps.
 
@@ -202,32 +196,27 @@ def optimize_iterations(
     ``after_step(step, delta)`` may edit it in place (rescaling) and returns True to stop early.
     Returns the final delta (detached).
 
-    ``checkpointer`` saves and restores delta, the optimizer state, the step, the early-stop flag,
-    the rows the re-batching carries, the RNGs and ``extra_state`` (the attack: its generator,
-    validator, counters); each pass over ``loader`` is one checkpoint epoch (resumed mid-pass by
-    replaying its batch order), a data-free fit is one epoch of ``iterations`` steps.
+    ``attack`` supplies the projection, the trainer settings (precision, logging, progress), the
+    logger and the checkpointer, which saves and restores delta, the optimizer state, the step, the
+    early-stop flag, the rows the re-batching carries, the RNGs and the attack's own state (its
+    generator, validator, counters); each pass over ``loader`` is one checkpoint epoch (resumed
+    mid-pass by replaying its batch order), a data-free fit is one epoch of ``iterations`` steps.
     """
-    ck = checkpointer or Checkpointer()
+    s, ck, project, on_log = attack.trainer, attack.checkpointer, attack.project, attack.on_log
+    desc = desc or attack.name
     device = delta.device
     delta = delta.detach().clone().requires_grad_(True)
     opt = optimizer([delta])
     rebatch = Rebatcher(batch_size)
     flags = {"stopped": False}
-    bar = tqdm(total=iterations, desc=desc, disable=not progress, unit="it", leave=False)
+    bar = tqdm(total=iterations, desc=desc, disable=not s.progress, unit="it", leave=False)
 
-    def get_state() -> dict[str, Any]:
-        extra = {"attack": extra_state.state_dict()} if extra_state is not None else {}
-        return {"delta": delta.detach().clone(), "optimizer": opt.state_dict(), "stopped": flags["stopped"],
-                "rest": rebatch.state(), **extra}
+    def save_loop() -> dict[str, Any]:
+        return {"stopped": flags["stopped"], "rest": rebatch.state()}
 
-    def put_state(state: Mapping[str, Any]) -> None:
-        with torch.no_grad():
-            delta.copy_(state["delta"].to(device))
-        opt.load_state_dict(state["optimizer"])
+    def load_loop(state: Mapping[str, Any]) -> None:
         flags["stopped"] = bool(state["stopped"])
         rebatch.load(state["rest"], device)
-        if extra_state is not None and "attack" in state:
-            extra_state.load_state_dict(state["attack"])
         bar.update(ck.step)
 
     def done() -> bool:
@@ -248,7 +237,7 @@ def optimize_iterations(
 
         return rebatch(images())
 
-    state = StateFns(get_state, put_state)
+    state = pattern_loop_state(delta, opt, attack, save_loop, load_loop)
     passes = ck.epochs(state, iterations, 1) if loader is None else ck.epochs(state, loader, sys.maxsize)
     try:
         for _, batches in passes:
@@ -256,7 +245,7 @@ def optimize_iterations(
                 break
             for x in inputs(batches):
                 step = ck.step + 1
-                with autocast(device, precision):
+                with autocast(device, s.precision):
                     loss = loss_fn(x, delta)
                 if not torch.isfinite(loss):
                     log.error("%s: non-finite loss at step %d; keeping the last pattern", desc, step)
@@ -270,7 +259,7 @@ def optimize_iterations(
                 with torch.no_grad():
                     delta.copy_(project(delta))
                 bar.update(1)
-                if on_log is not None and step % log_every == 0:
+                if on_log is not None and step % s.log_every == 0:
                     on_log({"train/loss": float(loss.detach())}, step)
                 if after_step is not None:
                     with torch.no_grad():

@@ -86,11 +86,9 @@ class FFF(UniversalAttack):
             return stop
 
         delta = optimize_iterations(
-            uniform_init(self.shape, self.xi, self.generator, self.device), self.loss,
+            self, uniform_init(self.shape, self.xi, self.generator, self.device), self.loss,
             optimizer=partial(torch.optim.Adam, lr=self.lr_255 / 255), iterations=self.run_iterations,
-            project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
-            log_every=s.log_every, progress=s.progress, desc=self.name, checkpointer=self.checkpointer,
-            extra_state=self)
+            after_step=after_step)
         best, self.val_rate = validator.final(delta)
         return best
 

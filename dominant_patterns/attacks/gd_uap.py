@@ -117,13 +117,11 @@ class GDUAP(UniversalAttack):
             return False
 
         delta = optimize_iterations(
-            uniform_init(self.shape, self.xi, self.generator, self.device), self.loss,
+            self, uniform_init(self.shape, self.xi, self.generator, self.device), self.loss,
             loader=loader if self.prior == "data" else None, batch_size=self.batch_size,
             draw=self.noise if self.prior == "range" else None,
             optimizer=partial(torch.optim.Adam, lr=self.lr_255 / 255), iterations=self.run_iterations,
-            project=self.project, precision=s.precision, after_step=after_step, on_log=self.on_log,
-            log_every=s.log_every, progress=s.progress, desc=f"{self.name}[{self.prior}]",
-            checkpointer=self.checkpointer, extra_state=self)
+            after_step=after_step, desc=f"{self.name}[{self.prior}]")
         best, self.val_rate = validator.final(delta)
         return best
 

@@ -148,12 +148,10 @@ class PDUA(UniversalAttack):
             return False
 
         delta = optimize_iterations(
-            self.init_delta(), self.loss,
+            self, self.init_delta(), self.loss,
             optimizer=partial(torch.optim.SGD, lr=self.lr_255 / 255, momentum=self.momentum),
-            iterations=self.run_iterations, project=self.project, precision=s.precision, after_step=after_step,
-            on_log=self.on_log, log_every=s.log_every, progress=s.progress, desc=self.name,
-            grad_filter=partial(laplacian_filter, levels=self.pyramid_levels), checkpointer=self.checkpointer,
-            extra_state=self)
+            iterations=self.run_iterations, after_step=after_step,
+            grad_filter=partial(laplacian_filter, levels=self.pyramid_levels))
         best, self.val_rate = validator.final(delta)
         return best
 

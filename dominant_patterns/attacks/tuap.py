@@ -82,12 +82,9 @@ class TUAP(UniversalAttack):
         return (z_t - z_other).clamp(min=-self.confidence).mean()
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        s = self.trainer
         return optimize_iterations(
-            self.zeros(), self.loss, loader=loader, batch_size=self.batch_size,
-            optimizer=partial(torch.optim.Adam, lr=self.lr), iterations=self.run_iterations,
-            project=self.project, precision=s.precision, on_log=self.on_log, log_every=s.log_every,
-            progress=s.progress, desc=self.name, checkpointer=self.checkpointer, extra_state=self)
+            self, self.zeros(), self.loss, loader=loader, batch_size=self.batch_size,
+            optimizer=partial(torch.optim.Adam, lr=self.lr), iterations=self.run_iterations)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "lr": self.lr, "iterations": self.iterations,
