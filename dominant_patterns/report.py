@@ -371,11 +371,11 @@ TABLES: list[TableSpec] = [
               col_order={"model": PAPER_MODELS}, corner="fit set"),
     TableSpec("fig3_layers", "Figure 3: per-layer SSIM for one image", ["fig3"], kind="layers",
               rows=["model", "dataset"], cols=[], values=["ssim_pattern_last", "ssim_image_last", "takeover_layer",
-                                                          "num_layers"], figure="layers"),
+                                                          "num_layers"], figure="fig3"),
     TableSpec("fig4_layers", "Figure 4: per-layer SSIM, mean ± std over the evaluation set", ["fig4"],
               kind="layers", rows=["model", "dataset"], cols=[],
               values=["ssim_pattern_last", "ssim_image_last", "takeover_layer", "num_layers", "num_images"],
-              figure="layers"),
+              figure="fig4"),
     TableSpec("fig5_examples", "Figure 5: adversarial examples (dominance ratio %, dominant class)",
               ["fig5", "table2", "table1"], rows=["model"], cols=[], values=["dominant_class_name", "dominance_ratio"],
               filters={"full": {**UNTARGETED, "dataset": "imagenet", "seed": 0},
@@ -531,8 +531,8 @@ def make_figures(spec: TableSpec, part: pd.DataFrame, out: Path) -> list[Path]:
         return figure_patterns(part, out)
     if spec.figure == "examples":
         return copy_run_figures(part, out, ["examples.png"])
-    if spec.figure == "layers":
-        return copy_run_figures(part, out, ["fig3.png", "fig4.png"])
+    if spec.figure in ("fig3", "fig4"):  # each layers run draws both; a figure's table shows its own
+        return copy_run_figures(part, out, [f"{spec.figure}.png"])
     if spec.figure == "matrix":
         return figure_matrix(part, out)
     if spec.figure == "targeted":
@@ -571,7 +571,7 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
         shutil.rmtree(fig_dir)
     fig_dir.mkdir()
     figures = make_figures(spec, part, fig_dir) if not part.empty else []
-    extra = layers_table(part) if spec.figure == "layers" else None
+    extra = layers_table(part) if spec.kind == "layers" else None
     md = [f"# {spec.title} ({scale} scale)", "",
           f"Runs: {len(part)} (tasks: {', '.join(task_names(spec, scale))}); `ours` = this repository, "
           "`paper` = published numbers (reference only); mean ± std over seeds where several exist; "
