@@ -48,36 +48,38 @@ clean:  ## remove outputs and caches (keeps .venv)
 # Paper experiments (docs/experiments.md). Full scale: the paper's models and data (set
 # paths.data_dir / dataset.root; a GPU), sequential by default; ARGS="hydra/launcher=parallel" runs the
 # grid with joblib, ARGS="hydra/launcher=slurm" on a cluster. ARGS="debug=fast" makes any of them a smoke run.
-EXP := $(PY) -m dominant_patterns
+# An experiment runs through the entry point its config names (`app:` in conf/experiment/NAME.yaml).
+app_of = $(or $(shell sed -n 's/^app: *\([a-z_]*\).*/\1/p' conf/experiment/$(1).yaml),run)
+experiment = $(PY) -m dominant_patterns$(if $(filter-out run,$(call app_of,$(1))),.$(call app_of,$(1))) experiment=$(1)
 EMBEDDED_ARGS ?= logger=none
 SCALE ?= embedded
 .PHONY: table1 table2 table3 table4 table5 table6 tableA1 fig3 fig4 fig5 transfer-matrix targeted \
 	paper-full fashion-mnist paper-embedded report
 
 table1: venv  ## Table 1: CoS vs ED vs KLD (VGG19, ImageNet)
-	$(EXP) experiment=table1_loss $(ARGS)
+	$(call experiment,table1_loss) $(ARGS)
 table2: venv  ## Table 2 / A.2, Figures 2 / A.1: patterns of 4 backbones x ImageNet/COCO/BigGAN
-	$(EXP) experiment=table2_patterns $(ARGS)
+	$(call experiment,table2_patterns) $(ARGS)
 table3: venv  ## Table 3: fooling rates, attacks fitted on ImageNet, 7 backbones
-	$(EXP) experiment=table3_label_dependent $(ARGS)
+	$(call experiment,table3_label_dependent) $(ARGS)
 table4: venv  ## Table 4: fooling rates with proxy data (COCO, BigGAN)
-	$(EXP) experiment=table4_proxy $(ARGS)
+	$(call experiment,table4_proxy) $(ARGS)
 table5: venv  ## Table 5: top-k ratios on VGG19
-	$(EXP) experiment=table5_topk $(ARGS)
+	$(call experiment,table5_topk) $(ARGS)
 table6: venv  ## Table 6: VGG19 pattern vs a new CIFAR-10 head on the frozen backbone (after table2)
-	$(PY) -m dominant_patterns.transfer experiment=table6_transfer $(ARGS)
+	$(call experiment,table6_transfer) $(ARGS)
 tableA1: venv  ## Table A.1: 7 backbones x 3 fit sets x 3 seeds
-	$(EXP) experiment=tableA1_seeds $(ARGS)
+	$(call experiment,tableA1_seeds) $(ARGS)
 fig3: venv  ## Figure 3: per-layer SSIM, one image (after table2)
-	$(PY) -m dominant_patterns.layers experiment=fig3_layers $(ARGS)
+	$(call experiment,fig3_layers) $(ARGS)
 fig4: venv  ## Figure 4: per-layer SSIM, mean +- std over the eval set (after table2)
-	$(PY) -m dominant_patterns.layers experiment=fig4_layers $(ARGS)
+	$(call experiment,fig4_layers) $(ARGS)
 fig5: venv  ## Figure 5: adversarial example grids, 7 backbones
-	$(EXP) experiment=fig5_examples $(ARGS)
+	$(call experiment,fig5_examples) $(ARGS)
 transfer-matrix: venv  ## each backbone's pattern on every backbone (after tableA1)
-	$(PY) -m dominant_patterns.evaluate experiment=transfer_matrix $(ARGS)
+	$(call experiment,transfer_matrix) $(ARGS)
 targeted: venv  ## a chosen dominant class, five classes (VGG19)
-	$(EXP) experiment=targeted $(ARGS)
+	$(call experiment,targeted) $(ARGS)
 
 paper-full: table1 table2 table3 table4 table5 tableA1 fig5 targeted table6 fig3 fig4 transfer-matrix  ## all full-scale experiments
 	$(MAKE) report SCALE=full
@@ -92,16 +94,16 @@ fashion-mnist:  ## Debian's dataset-fashion-mnist when missing (else torchvision
 paper-embedded: venv fashion-mnist  ## every table and figure at the embedded scale (CPU, 2 shared cores)
 	@mkdir -p outputs; start=$$(date +%s); failed=""; \
 	run() { echo "[paper-embedded] $$*"; nice -n $${NICE:-0} "$$@" $(EMBEDDED_ARGS) $(ARGS) || failed="$$failed|$$*"; }; \
-	run $(EXP) experiment=table1_loss_embedded; \
-	run $(EXP) experiment=table2_patterns_embedded; \
-	run $(PY) -m dominant_patterns.layers experiment=fig4_layers_embedded; \
-	run $(PY) -m dominant_patterns.layers experiment=fig3_layers_embedded; \
-	run $(PY) -m dominant_patterns.transfer experiment=table6_transfer_embedded; \
-	run $(EXP) experiment=table3_label_dependent_embedded; \
-	run $(EXP) experiment=table4_proxy_embedded; \
-	run $(PY) -m dominant_patterns.evaluate experiment=transfer_matrix_embedded; \
-	run $(EXP) experiment=tableA1_seeds_embedded; \
-	run $(EXP) experiment=targeted_embedded; \
+	run $(call experiment,table1_loss_embedded); \
+	run $(call experiment,table2_patterns_embedded); \
+	run $(call experiment,fig4_layers_embedded); \
+	run $(call experiment,fig3_layers_embedded); \
+	run $(call experiment,table6_transfer_embedded); \
+	run $(call experiment,table3_label_dependent_embedded); \
+	run $(call experiment,table4_proxy_embedded); \
+	run $(call experiment,transfer_matrix_embedded); \
+	run $(call experiment,tableA1_seeds_embedded); \
+	run $(call experiment,targeted_embedded); \
 	echo "paper-embedded: $$(( $$(date +%s) - start )) s wall" | tee outputs/paper_embedded_wall_time.txt; \
 	if [ -n "$$failed" ]; then echo "paper-embedded: failed steps (the others finished):$$failed" | tr '|' '\n' >&2; exit 1; fi
 

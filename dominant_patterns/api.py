@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from dominant_patterns.attacks.dominant import DominantPattern
+from dominant_patterns.loops import TrainerSettings
 from dominant_patterns.metrics import evaluate_patterns, noise_floors
-from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import TrainerSettings
+from dominant_patterns.models import ClassifierWrapper, ModelInfo
 
 
 def wrap_classifier(net: nn.Module, *, input_size: int, mean: Sequence[float], std: Sequence[float],
@@ -27,8 +27,9 @@ def wrap_classifier(net: nn.Module, *, input_size: int, mean: Sequence[float], s
         with torch.no_grad():
             num_classes = net.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1]
         class_names = [f"class_{i}" for i in range(num_classes)]
-    return ClassifierWrapper(net, name=name, input_size=input_size, mean=mean, std=std,
-                             class_names=class_names, head=head).freeze()
+    info = ModelInfo(name=name, input_size=input_size, mean=tuple(mean), std=tuple(std),
+                     class_names=tuple(class_names), head=head, label_space=None)
+    return ClassifierWrapper(net, info).freeze()
 
 
 def find_dominant_pattern(model: ClassifierWrapper, images: Iterable[Any], *, xi: float = 10 / 255,

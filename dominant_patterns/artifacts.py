@@ -46,14 +46,20 @@ def save_pattern_png(path: Path, delta: torch.Tensor, xi: float) -> None:
     Image.fromarray(pattern_to_uint8(delta, xi)).save(path)
 
 
-def save_examples_grid(path: Path, clean: torch.Tensor, perturbed: torch.Tensor, clean_names: Sequence[str],
-                       adv_names: Sequence[str], title: str = "", pattern_name: str | None = None) -> None:
-    """A two-row grid: clean images (top) and perturbed ones (bottom) with predicted class names."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_examples_grid(path: Path, clean: torch.Tensor, perturbed: torch.Tensor, clean_names: Sequence[str],
+                       adv_names: Sequence[str], title: str = "", pattern_name: str | None = None) -> None:
+    """A two-row grid: clean images (top) and perturbed ones (bottom) with predicted class names."""
+    plt = pyplot()
     n = clean.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.6), squeeze=False)
     for i in range(n):

@@ -385,7 +385,7 @@ def cached_clean_predictions(model: ClassifierWrapper, dataset: SplitDataset, lo
                              channels_last: bool = True, cache_dir: str | Path | None = None) -> torch.Tensor:
     """Clean top-1 predictions of ``loader`` (over ``dataset``, unshuffled), read from or written to the cache."""
     from dominant_patterns.data import iterate_images
-    from dominant_patterns.trainer import autocast, to_memory_format
+    from dominant_patterns.devices import autocast, to_memory_format
 
     path = None
     if cache_dir is not None:

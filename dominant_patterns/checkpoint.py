@@ -5,8 +5,8 @@ in a run's output dir. It saves the loop state every ``every`` steps and at each
 restores it on resume, and turns SIGTERM/SIGUSR1 (and submitit's preemption signal) into a
 checkpoint followed by :class:`Interrupted`.
 
-The protocol for a loop (``GradientAttack`` uses it through ``optimize_pattern``, the iteration-count
-baselines through ``attacks._common.optimize_iterations``)::
+The protocol for a loop (the shared loops of :mod:`dominant_patterns.loops` follow it for every attack
+that runs in them)::
 
     ck = self.checkpointer                     # disabled (no files) unless the app set one
     for epoch, batches in ck.epochs(self, loader, self.trainer.epochs):
@@ -39,7 +39,6 @@ import itertools
 import json
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -47,10 +46,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
+from dominant_patterns.checks import check_choice
 from dominant_patterns.errors import ConfigError, UserInputError
+from dominant_patterns.rng_state import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,10 @@ CHECKPOINT = "checkpoint.ckpt"
 PREVIOUS = "checkpoint.prev.ckpt"
 RESUME_MODES = ("auto", "true", "false")
 #: Config keys that do not change the result (left out of the run's fingerprint).
-VOLATILE_KEYS = ("hydra", "logger", "resume", "overwrite", "checkpoint_every", "paths", "tags", "task_name",
+VOLATILE_KEYS = ("app", "hydra", "logger", "resume", "overwrite", "checkpoint_every", "paths", "tags", "task_name",
                  "trainer.progress", "trainer.log_every", "trainer.device", "trainer.compile",
                  "trainer.eval_batch_size", "trainer.channels_last", "dataset.num_workers",
                  "eval_dataset.num_workers")
-#: Filled by the app for the sweep report (e.g. ``status: skipped``); read by sweep_status.
-JOB_NOTES: dict[str, Any] = {}
 
 
 class Stateful(Protocol):
@@ -99,53 +97,6 @@ class Interrupted(Exception):  # noqa: N818 - it is a normal outcome, not an err
         self.previous_handler = previous_handler
         where = f"checkpoint saved to {path}" if path else "no checkpoint yet (a rerun starts this fit over)"
         super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch}, step {step}; {where}")
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG states as tensors and plain values (safe for weights_only loading)
-
-def loader_generators(loader: Any) -> dict[str, torch.Generator]:
-    """The loader's own ``torch.Generator`` attributes (shuffle order, crops), by name.
-
-    A loader made of other loaders (e.g. ``StackedLoader``) names them in ``rng_generators()``.
-    """
-    named = getattr(loader, "rng_generators", None)
-    if callable(named):
-        return dict(named())
-    try:
-        items = vars(loader).items()
-    except TypeError:
-        return {}
-    return {k: v for k, v in sorted(items) if isinstance(v, torch.Generator)}
-
-
-def capture_rng(loader: Any = None) -> dict[str, Any]:
-    """Torch, CUDA, numpy and ``random`` states, plus the loader's generators."""
-    np_state = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": {"keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
-        "loader": {k: g.get_state() for k, g in loader_generators(loader).items()},
-    }
-
-
-def restore_rng(state: Mapping[str, Any], loader: Any = None) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    npy = state["numpy"]
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached"]))
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    saved = state.get("loader") or {}
-    for name, gen in loader_generators(loader).items():
-        if name in saved:
-            gen.set_state(saved[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,16 +174,6 @@ def config_differences(old: Mapping[str, str], new: Mapping[str, str], limit: in
     return "; ".join(parts) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def inside_output_dir(out_dir: Path, name: str | os.PathLike[str], key: str) -> Path:
-    """Resolve a config-given file name under ``out_dir``; refuse anything that would write elsewhere."""
-    root = Path(out_dir).resolve()
-    target = (root / Path(name)).resolve()
-    if target != root and root not in target.parents:
-        raise ConfigError(f"{key}={name} points outside the run's output dir {root}; "
-                          "output paths must be relative names inside it")
-    return target
-
-
 # ---------------------------------------------------------------------------------------------
 
 class Checkpointer:
@@ -253,9 +194,7 @@ class Checkpointer:
         self.every = int(every)
         self.config = dict(config or {})
         self.fingerprint = fingerprint(self.config)
-        self.resume = str(resume).lower()
-        if self.resume not in RESUME_MODES:
-            raise ConfigError(f"resume={resume} is not valid. Valid choices: auto, true, false")
+        self.resume = check_choice("resume", str(resume).lower(), RESUME_MODES)
         self.epoch = self.batch = self.step = 0
         self.loaded: dict[str, Any] | None = None
         self.stop_signal: int | None = None
@@ -458,35 +397,3 @@ class Checkpointer:
         if not self._in_loop:
             saved = self.path if self.enabled and self.path.exists() else None
             raise Interrupted(signum, saved, self.epoch, self.step, self._previous_handlers.get(signum))
-
-
-def previous_result(out_dir: Path, config: Mapping[str, str], overwrite: bool) -> dict[str, Any] | None:
-    """The finished record in ``out_dir`` when there is one (the run is then skipped).
-
-    ``overwrite`` sets it aside (``metrics.json.replaced``) so the dir no longer claims to be
-    finished; a finished record of a different config is refused, naming the keys that differ.
-    """
-    path = Path(out_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        path.replace(path.with_name("metrics.json.unreadable"))
-        log.warning("%s is unreadable (%s); renamed to metrics.json.unreadable, running again", path, exc)
-        return None
-    if not isinstance(record, dict) or record.get("status") != "finished":
-        return None
-    if overwrite:
-        path.replace(path.with_name("metrics.json.replaced"))
-        log.warning("overwrite=true: the finished result in %s is replaced (old record: metrics.json.replaced)",
-                    out_dir)
-        return None
-    old = record.get("config_fingerprint")
-    if old is not None and old != fingerprint(config):
-        diff = "different values"
-        with contextlib.suppress(CheckpointError, OSError):
-            diff = config_differences(read_checkpoint(Path(out_dir) / CHECKPOINT).get("config", {}), config)
-        raise ConfigError(f"{out_dir} already holds a finished result of a different config ({diff}); "
-                          "choose another output dir, or add overwrite=true to replace it")
-    return record

@@ -1,35 +1,275 @@
-"""Range checks on a composed config, with messages that name the key, the bad value and what is valid."""
+"""The config tree and every check on a composed config, run by every entry point before any work.
+
+* Where the configs live (:data:`CONFIG_DIR`), which entry point runs which experiment (each
+  experiment file names its ``app``; :data:`APPS` maps it to the command).
+* Types: dataclass schemas in Hydra's ConfigStore (group ``schema``: ``schema/trainer``,
+  ``schema/attack``, ...). They type the keys every option of a group shares; options may add their
+  own keys, so a schema checks the keys it knows and lets the others pass::
+
+      trainer.epochs='ten' has the wrong type: expected an integer (trainer.epochs: int)
+
+* Ranges and choices: xi, trainer sizes, attack.lr, seed, resume, checkpoint_every, task_name, each
+  written once in :mod:`dominant_patterns.checks` (the library constructors call the same checks).
+
+:func:`check_config` runs all of them; :class:`EarlyChecks` (a Hydra callback) refuses a bad
+``task_name`` before Hydra creates the output dir that contains it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import sys
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, get_args, get_origin
 
-from omegaconf import DictConfig
+from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from dominant_patterns.checkpoint import RESUME_MODES
+from dominant_patterns.checks import (
+    check_at_least,
+    check_choice,
+    check_number,
+    check_positive,
+    check_positive_int,
+    check_xi,
+)
 from dominant_patterns.errors import ConfigError
+from dominant_patterns.loops import TrainerSettings
+
+# Optional[...] is kept (not ``X | None``): OmegaConf reads these annotations at runtime on py3.10.
+# ruff: noqa: UP007, UP045
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: ``app`` of a config (its entry point) -> the command that runs it.
+APPS = {"run": "python -m dominant_patterns", "evaluate": "python -m dominant_patterns.evaluate",
+        "layers": "python -m dominant_patterns.layers", "transfer": "python -m dominant_patterns.transfer"}
 
 
-def _number(key: str, value: Any, *, integer: bool = False) -> float:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{key}={value!r} is not {kind}")
-    return value
+def experiment_app(name: str) -> str | None:
+    """The ``app`` named by ``conf/experiment/<name>.yaml`` (None when there is no such file)."""
+    path = CONFIG_DIR / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    return str(OmegaConf.load(path).get("app", "run"))
 
 
-def check_run_config(cfg: DictConfig) -> None:
-    """Refuse out-of-range values before any work starts."""
-    xi = _number("xi", cfg.xi)
-    if not 0 < xi <= 1:
-        raise ConfigError(f"xi={xi} is out of range: it must be in (0, 1] in [0, 1] pixel units (10/255 = 0.0392)")
-    trainer = cfg.trainer
-    if _number("trainer.batch_size", trainer.batch_size, integer=True) <= 0:
-        raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be a positive integer")
-    if _number("trainer.eval_batch_size", trainer.eval_batch_size, integer=True) <= 0:
-        raise ConfigError(f"trainer.eval_batch_size={trainer.eval_batch_size} must be a positive integer")
-    if _number("trainer.epochs", trainer.epochs, integer=True) < 1:
-        raise ConfigError(f"trainer.epochs={trainer.epochs} must be an integer >= 1")
-    lr = cfg.attack.get("lr")
-    if lr is not None and _number("attack.lr", lr) <= 0:
-        raise ConfigError(f"attack.lr={lr} must be > 0")
-    _number("seed", cfg.seed, integer=True)
+def check_app(app: str, experiments: Sequence[str]) -> None:
+    """Refuse an experiment meant for another entry point, naming the right command."""
+    for name in experiments:
+        wanted = experiment_app(name)
+        if wanted is not None and wanted != app:
+            raise ConfigError(f"experiment={name} is meant for `{APPS.get(wanted, wanted)}` (its app: {wanted}), not "
+                              f"`{APPS[app]}`. Run: {APPS.get(wanted, wanted)} experiment={name}")
+
+
+def refuse_foreign_experiments(app: str, argv: Sequence[str]) -> None:
+    """:func:`check_app` on the ``experiment=`` overrides of a command line, before Hydra composes anything
+    (an experiment of another app may not even compose with this app's primary config). Exits with 2."""
+    names = [name for arg in argv if arg.lstrip("+").startswith("experiment=")
+             for name in arg.split("=", 1)[1].split(",") if name]
+    try:
+        check_app(app, names)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+@dataclass
+class RunSchema:
+    """Top-level keys."""
+
+    app: str = "run"
+    task_name: str = "dominant"
+    seed: int = 0
+    xi: float = 10 / 255
+    tags: list[str] = field(default_factory=list)
+    overwrite: bool = False
+    checkpoint_every: int = 50
+
+
+@dataclass
+class ModelSchema:
+    name: str = MISSING
+    weights: Optional[str] = None
+    checkpoint: Optional[str] = None
+    input_size: Optional[int] = None
+    arch: Optional[str] = None
+
+
+@dataclass
+class DatasetSchema:
+    name: str = MISSING
+    root: Optional[str] = None
+    fit_size: Optional[int] = None
+    eval_size: Optional[int] = None
+    max_images: Optional[int] = None
+    num_fit: Optional[int] = None
+    num_eval: Optional[int] = None
+    split_seed: Optional[int] = None
+    augment: Optional[bool] = None
+    labeled: Optional[bool] = None
+    label_space: Optional[str] = None
+    num_workers: Optional[int] = None
+    download: Optional[bool] = None
+
+
+@dataclass
+class LossSchema:
+    name: str = MISSING
+    layer: Optional[str] = None
+
+
+@dataclass
+class AttackSchema:
+    """Keys the attacks share; each attack may add its own."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    epochs: Optional[int] = None
+    steps: Optional[int] = None
+    target_class: Optional[int] = None
+    target_weight: Optional[float] = None
+
+
+# The trainer group is typed by the loop's own settings dataclass (one list of fields).
+TrainerSchema = TrainerSettings
+
+
+@dataclass
+class LoggerSchema:
+    name: str = "none"
+    project: Optional[str] = None
+    entity: Optional[str] = None
+    mode: Optional[str] = None
+    group: Optional[str] = None
+    job_type: Optional[str] = None
+    run_name: Optional[str] = None
+
+
+#: config key -> schema; ``""`` is the top level.
+SCHEMAS: dict[str, type] = {
+    "": RunSchema, "model": ModelSchema, "dataset": DatasetSchema, "eval_dataset": DatasetSchema,
+    "loss": LossSchema, "attack": AttackSchema, "trainer": TrainerSchema, "logger": LoggerSchema,
+}
+
+
+def register_schemas() -> None:
+    """Store the schemas in Hydra's ConfigStore as ``schema/<name>``."""
+    cs = ConfigStore.instance()
+    for key, schema in SCHEMAS.items():
+        cs.store(group="schema", name=key or "run", node=schema)
+
+
+register_schemas()
+
+
+def _describe(tp: Any) -> str:
+    if get_origin(tp) is not None and type(None) in get_args(tp):
+        inner = [a for a in get_args(tp) if a is not type(None)][0]
+        return f"{_describe(inner)} or null"
+    if get_origin(tp) is list:
+        return "a list"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every known key against its schema; raise :class:`ConfigError` naming key, value and type."""
+    for key, schema in SCHEMAS.items():
+        node = OmegaConf.select(cfg, key) if key else cfg
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{key}={node!r} has the wrong type: expected a config group (choose with {key}=NAME)")
+        hints = {f.name: f.type for f in dataclasses.fields(schema)}
+        resolved = typing.get_type_hints(schema)
+        for name, tp in resolved.items():
+            if name not in node:
+                continue
+            full = f"{key}.{name}" if key else name
+            try:
+                value = node[name]
+            except OmegaConfBaseException as exc:
+                raise ConfigError(f"{full} could not be resolved: {exc}") from exc
+            if isinstance(value, (DictConfig, ListConfig)) and get_origin(tp) is not list:
+                raise ConfigError(f"{full}={OmegaConf.to_container(value)!r} has the wrong type: expected "
+                                  f"{_describe(tp)} ({full}: {_type_name(hints[name])})")
+            probe = OmegaConf.structured(schema)
+            try:
+                OmegaConf.update(probe, name, value, merge=False)
+            except OmegaConfBaseException as exc:
+                shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+                raise ConfigError(f"{full}={shown!r} has the wrong type: expected {_describe(tp)} "
+                                  f"({full}: {_type_name(hints[name])})") from exc
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Refuse out-of-range values and unknown choices (the keys a config has)."""
+    if "xi" in cfg:
+        check_xi(cfg.xi)
+    trainer = cfg.get("trainer")
+    if trainer is not None:
+        check_positive_int("trainer.batch_size", trainer.batch_size)
+        check_positive_int("trainer.eval_batch_size", trainer.eval_batch_size)
+        check_at_least("trainer.epochs", trainer.epochs, 1)
+    attack = cfg.get("attack")
+    if attack is not None and attack.get("lr") is not None:
+        check_positive("attack.lr", attack.lr)
+    if "seed" in cfg:
+        check_number("seed", cfg.seed, integer=True)
+    check_task_name(cfg.get("task_name", ""))
+    check_choice("resume", str(cfg.get("resume", "auto")).lower(), RESUME_MODES)
+    every = cfg.get("checkpoint_every", 0)
+    if isinstance(every, int) and every < 0:
+        raise ConfigError(f"checkpoint_every={every} must be >= 0 (0: checkpoint only at epoch ends)")
+
+
+def check_config(cfg: DictConfig, app: str) -> None:
+    """Every check, before any work: the config is this app's, its types, its ranges."""
+    declared = str(cfg.get("app", app))
+    if declared != app:
+        raise ConfigError(f"this config is meant for `{APPS.get(declared, declared)}` (app: {declared}), "
+                          f"not `{APPS[app]}`")
+    validate_config(cfg)
+    check_ranges(cfg)
+
+
+def check_task_name(task: Any) -> None:
+    task = str(task)
+    if not task or task in (".", "..") or not all(c.isalnum() or c in "_-.=," for c in task):
+        raise ConfigError(f"task_name={task!r} is not a plain name: it becomes a folder under paths.output_dir, "
+                          "so use letters, digits and _-.=, only (no / or ..)")
+
+
+class EarlyChecks(Callback):
+    """Checks that must pass before Hydra creates the output dir (``hydra.callbacks`` in conf/hydra/default.yaml).
+
+    ``task_name`` is part of ``hydra.run.dir``/``hydra.sweep.dir``, which Hydra creates before the app
+    runs, so ``task_name=../x`` would already have made a folder outside ``paths.output_dir``. Hydra
+    turns a callback's exceptions into warnings, so a bad name exits here (code 2, like other bad input).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        try:
+            check_task_name(config.get("task_name", ""))
+        except (ConfigError, OmegaConfBaseException) as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)

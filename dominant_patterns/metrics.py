@@ -15,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dominant_patterns.data import iterate_images
+from dominant_patterns.devices import autocast, to_memory_format
 from dominant_patterns.losses import cos_loss
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import autocast, to_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,17 @@ def evaluate_patterns(
     return EvaluationResult(results, clean, adv_preds, labels)
 
 
-def evaluate_pattern(model: ClassifierWrapper, delta: torch.Tensor, loader: Iterable[Any],
-                     **kwargs: Any) -> dict[str, Any]:
-    """Metrics of one pattern (see :func:`evaluate_patterns`)."""
-    return evaluate_patterns(model, {"pattern": delta}, loader, **kwargs).patterns["pattern"]
+#: Metrics that name or count rather than measure: taken from the first sample, never averaged.
+NOT_AVERAGED = {"dominant_class", "most_frequent_class", "n_images"}
+
+
+def mean_over_samples(per_sample: list[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of Z sampled patterns (a generator's): the mean of each measured value (names and class
+    indices of the first sample), and ``{"n": Z, "std": {...}, "values": {...}}`` over the samples."""
+    first = dict(per_sample[0])
+    keys = [k for k, v in first.items() if k not in NOT_AVERAGED and isinstance(v, (int, float))
+            and not isinstance(v, bool)]
+    values = {k: [float(m[k]) for m in per_sample] for k in keys}
+    mean = {k: float(torch.tensor(v).mean()) for k, v in values.items()}
+    std = {k: float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for k, v in values.items()}
+    return {**first, **mean}, {"n": len(per_sample), "std": std, "values": values}

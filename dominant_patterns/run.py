@@ -6,49 +6,35 @@
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.cache import cache_if_enabled, cached_clean_predictions, fast_loader
-from dominant_patterns.checkpoint import JOB_NOTES, Checkpointer, Interrupted, flat_config, previous_result
-from dominant_patterns.config_checks import check_run_config
-from dominant_patterns.data import SplitDataset, build_dataset, save_split_record, to_float_batch
-from dominant_patterns.errors import UserInputError
-from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, noise_floors
-from dominant_patterns.models import ClassifierWrapper, build_model
-from dominant_patterns.schema import validate_config
-from dominant_patterns.summary import format_summary
-from dominant_patterns.sweep_status import record_job
-from dominant_patterns.tracking import RunRecorder, git_commit
-from dominant_patterns.trainer import NonFiniteLossError, TrainerSettings, resolve_device
+from dominant_patterns.checkpoint import Checkpointer, flat_config
+from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
+from dominant_patterns.data import SplitDataset, save_split_record, to_float_batch
+from dominant_patterns.display import format_summary
+from dominant_patterns.jobs import container, guarded, load_datasets, load_model, open_job, seed_everything
+from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
+from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, mean_over_samples, noise_floors
+from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.records import finished_record
+from dominant_patterns.sweep_status import JOB_NOTES
+from dominant_patterns.tracking import RunRecorder
 
 log = logging.getLogger("dominant_patterns")
 
 FLOORS = ("random_noise", "random_sign")
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def container(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def build_attack(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings,
@@ -60,26 +46,10 @@ def build_attack(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSet
     return factory(model=model, xi=float(cfg.xi), trainer=settings, seed=int(cfg.seed), on_log=recorder.log)
 
 
-def load_model(cfg: DictConfig, settings: TrainerSettings) -> ClassifierWrapper:
-    model = build_model(**container(cfg.model)).to(resolve_device(settings.device))
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def load_datasets(cfg: DictConfig, model: ClassifierWrapper) -> tuple[SplitDataset, SplitDataset]:
-    """Fit and evaluation sets; the evaluation set defaults to the fit dataset's held-out split."""
-    fit_set = build_dataset(container(cfg.dataset), split="fit", image_size=model.input_size, seed=int(cfg.seed))
-    eval_cfg = cfg.get("eval_dataset") or cfg.dataset
-    eval_set = build_dataset(container(eval_cfg), split="eval", image_size=model.input_size, seed=int(cfg.seed))
-    return fit_set, eval_set
-
-
-def identity_of(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset,
-                eval_set: SplitDataset) -> dict[str, Any]:
+def fit_identity(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset,
+                 eval_set: SplitDataset) -> dict[str, Any]:
+    """The identity fields of a fitting run (beside kind, task, tags and commit)."""
     return {
-        "task_name": cfg.task_name,
-        "tags": list(cfg.tags),
         "model": model.name,
         "dataset": fit_set.name,
         "eval_dataset": eval_set.name,
@@ -88,11 +58,11 @@ def identity_of(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset
         "loss": cfg.loss.name,
         "loss_layer": cfg.loss.get("layer", "logits"),
         "attack": cfg.attack.name,
+        "target_class": cfg.attack.get("target_class"),
         "xi": float(cfg.xi),
         "xi_255": float(cfg.xi) * 255,
         "seed": int(cfg.seed),
         "precision": cfg.trainer.precision,
-        "commit": git_commit(),
         "clip_rule": "clamp(x + delta, 0, 1)",
     }
 
@@ -110,26 +80,18 @@ def write_examples(path: Path, model: ClassifierWrapper, eval_set: SplitDataset,
                              f"({dom['dominant_confidence']:.0%}); dominance {dom['dominance_ratio']:.1%}")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """One job: fit, evaluate (pattern and floors), save artifacts, write metrics.json."""
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    JOB_NOTES.clear()
-    validate_config(cfg)
-    check_run_config(cfg)
-    # Never overwrite a finished result; resume an interrupted one (checkpoint.py).
-    run_config = flat_config(container(cfg))
-    previous = previous_result(out_dir, run_config, overwrite=bool(cfg.get("overwrite", False)))
-    if previous is not None:
-        JOB_NOTES["status"] = "skipped"
-        log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
-        print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
-        return previous
-    checkpointer = Checkpointer(out_dir, every=int(cfg.get("checkpoint_every", 0)), config=run_config,
-                                resume="false" if cfg.get("overwrite", False) else cfg.get("resume", "auto"))
-    resumed = checkpointer.prepare()
-    seed_everything(int(cfg.seed))
-    settings = TrainerSettings.from_config(container(cfg.trainer))
-    model = load_model(cfg, settings)
+@dataclass
+class RunData:
+    """The fit and evaluation sets of a run, and what caching them cost."""
+
+    fit_set: SplitDataset
+    eval_set: SplitDataset
+    cache_seconds: float
+    cache_dir: str | None
+
+
+def load_run_data(cfg: DictConfig, model: ClassifierWrapper, out_dir: Path) -> RunData:
+    """The datasets (cached as decoded shards when ``dataset.cache``), their split records written beside the run."""
     fit_set, eval_set = load_datasets(cfg, model)
     # dataset.cache: decode file-backed sets once into uint8 shards under paths.cache_dir (reused by later runs)
     cache_dir = cfg.paths.get("cache_dir")
@@ -137,110 +99,135 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     eval_set, eval_cache_seconds = cache_if_enabled(eval_set, cfg.get("eval_dataset") or cfg.dataset, cache_dir)
     save_split_record(fit_set, out_dir / "split_fit.json")
     save_split_record(eval_set, out_dir / "split_eval.json")
-    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    identity = identity_of(cfg, model, fit_set, eval_set)
-    recorder = RunRecorder(out_dir, container(cfg.logger), container(cfg), identity)
-    exit_code = 1
-    checkpointer.install_signal_handlers()
+    return RunData(fit_set, eval_set, fit_cache_seconds + eval_cache_seconds, cache_dir)
+
+
+def fit_attack(attack: UniversalAttack, loader: Any, out_dir: Path, identity: dict[str, Any],
+               checkpointer: Checkpointer) -> tuple[torch.Tensor, float]:
+    """``attack.fit(loader)`` and its seconds; a non-finite loss keeps the last good pattern and says how to go on."""
+    start = time.perf_counter()
     try:
-        attack = build_attack(cfg, model, settings, recorder)
-        attack.checkpointer = checkpointer
-        num_workers = int(cfg.dataset.get("num_workers") or 0)
-        fit_loader = fast_loader(fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
-                                 num_workers=num_workers, device=model.device)
-        log.info("fitting %s on %s (%d images, %d epochs) for %s", attack.name, fit_set.name, len(fit_set),
-                 settings.epochs, model.name)
-        start = time.perf_counter()
-        try:
-            delta = attack.fit(fit_loader).detach().float()
-        except NonFiniteLossError as exc:
-            kept = out_dir / "pattern_last_good.pt"
-            if exc.pattern is not None:
-                save_pattern(kept, exc.pattern.detach().float().cpu(), {**identity, "status": "non-finite loss"})
-            ckpt = f"; last checkpoint: {checkpointer.path}" if checkpointer.path.exists() else ""
-            raise NonFiniteLossError(f"{exc}. The last good pattern is in {kept}{ckpt}. Try a smaller attack.lr "
-                                     "or trainer.precision=fp32, then rerun with resume=false",
-                                     pattern=exc.pattern) from None
-        fit_seconds = time.perf_counter() - start
-        save_pattern(out_dir / "pattern.pt", delta.cpu(), {**identity, "model_info": model.describe()})
-        save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
-
-        patterns = {attack.name: delta, **noise_floors(tuple(delta.shape), float(cfg.xi), int(cfg.seed))}
-        eval_loader = fast_loader(eval_set, batch_size=settings.eval_batch_size, shuffle=False,
-                                  num_workers=int((cfg.get("eval_dataset") or cfg.dataset).get("num_workers") or 0),
-                                  device=model.device)
-        start = time.perf_counter()
-        clean_pred = cached_clean_predictions(model, eval_set, eval_loader, precision=settings.precision,
-                                              channels_last=settings.channels_last, cache_dir=cache_dir)
-        result = evaluate_patterns(model, patterns, eval_loader, precision=settings.precision,
-                                   channels_last=settings.channels_last, progress=settings.progress,
-                                   labels_match=eval_set.label_space is not None
-                                   and eval_set.label_space == model.label_space, clean_pred=clean_pred)
-        eval_seconds = time.perf_counter() - start
-        write_examples(out_dir / "examples.png", model, eval_set, delta, result)
-        main_metrics = result.patterns[attack.name]
-        results = {
-            "metrics": main_metrics,
-            "floors": {k: result.patterns[k] for k in FLOORS},
-            "timing": {
-                "fit_seconds": fit_seconds,
-                "eval_seconds": eval_seconds,
-                "cache_build_seconds": fit_cache_seconds + eval_cache_seconds,
-                "fit_images_per_second": settings.epochs * len(fit_set) / fit_seconds if fit_seconds else None,
-                "eval_images_per_second": len(eval_set) * (len(patterns) + 1) / eval_seconds if eval_seconds else None,
-            },
-            "attack_info": attack.describe(),
-            # unreadable image files are skipped (with a warning each) and counted here
-            "skipped_eval_images": len(eval_set) - int(main_metrics["n_images"]),
-            "config_fingerprint": checkpointer.fingerprint,
-            "resumed_from_step": int(resumed["step"]) if resumed else None,
-        }
-        recorder.log({"eval": main_metrics, "floors": results["floors"], "timing": results["timing"]})
-        recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})
-        recorder.finish(results)
-        table = format_summary({attack.name: main_metrics, **results["floors"]})
-        (out_dir / "summary.md").write_text(table + "\n")
-        loss = results["attack_info"].get("loss")  # attacks that fit with a named loss report it
-        loss_note = f" ({loss} loss)" if loss else ""
-        print(f"\n{model.name} | {attack.name}{loss_note} | fit: {fit_set.name} ({len(fit_set)} images) | eval: "
-              f"{eval_set.name} ({len(eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
-              f"fit {fit_seconds:.1f}s, evaluation {eval_seconds:.1f}s; outputs in {out_dir}", flush=True)
-        exit_code = 0
-        return results
-    finally:
-        checkpointer.restore_signal_handlers()
-        recorder.close(exit_code)
+        delta = attack.fit(loader).detach().float()
+    except NonFiniteLossError as exc:
+        kept = out_dir / "pattern_last_good.pt"
+        if exc.pattern is not None:
+            save_pattern(kept, exc.pattern.detach().float().cpu(), {**identity, "status": "non-finite loss"})
+        ckpt = f"; last checkpoint: {checkpointer.path}" if checkpointer.path.exists() else ""
+        raise NonFiniteLossError(f"{exc}. The last good pattern is in {kept}{ckpt}. Try a smaller attack.lr "
+                                 "or trainer.precision=fp32, then rerun with resume=false",
+                                 pattern=exc.pattern) from None
+    return delta, time.perf_counter() - start
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def evaluate_run(cfg: DictConfig, model: ClassifierWrapper, data: RunData, settings: TrainerSettings,
+                 patterns: dict[str, torch.Tensor]) -> tuple[EvaluationResult, float]:
+    """The patterns and the two noise floors scored on the evaluation set, and the seconds it took."""
+    delta = next(iter(patterns.values()))
+    patterns = {**patterns, **noise_floors(tuple(delta.shape), float(cfg.xi), int(cfg.seed))}
+    eval_cfg = cfg.get("eval_dataset") or cfg.dataset
+    loader = fast_loader(data.eval_set, batch_size=settings.eval_batch_size, shuffle=False,
+                         num_workers=int(eval_cfg.get("num_workers") or 0), device=model.device)
+    start = time.perf_counter()
+    clean_pred = cached_clean_predictions(model, data.eval_set, loader, precision=settings.precision,
+                                          channels_last=settings.channels_last, cache_dir=data.cache_dir)
+    labels_match = data.eval_set.label_space is not None and data.eval_set.label_space == model.label_space
+    result = evaluate_patterns(model, patterns, loader, precision=settings.precision,
+                               channels_last=settings.channels_last, progress=settings.progress,
+                               labels_match=labels_match, clean_pred=clean_pred)
+    return result, time.perf_counter() - start
+
+
+def print_summary(out_dir: Path, model: ClassifierWrapper, data: RunData, cfg: DictConfig, name: str,
+                  results: dict[str, Any]) -> None:
+    """``summary.md`` and the same table on the terminal, under one line saying what ran."""
+    table = format_summary({name: results["metrics"], **results["floors"]})
+    (out_dir / "summary.md").write_text(table + "\n")
+    loss = results["attack_info"].get("loss")  # attacks that fit with a named loss report it
+    loss_note = f" ({loss} loss)" if loss else ""
+    timing = results["timing"]
+    print(f"\n{model.name} | {name}{loss_note} | fit: {data.fit_set.name} ({len(data.fit_set)} images) | eval: "
+          f"{data.eval_set.name} ({len(data.eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
+          f"fit {timing['fit_seconds']:.1f}s, evaluation {timing['eval_seconds']:.1f}s; outputs in {out_dir}",
+          flush=True)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """One job: fit, evaluate (pattern and floors), save artifacts, write metrics.json.
+
+    A finished job is skipped, an interrupted one resumes; from the attack's start to the end,
+    SIGTERM/SIGUSR1 checkpoint and stop the job (``checkpoint.py``).
+    """
+    JOB_NOTES.clear()
+    with open_job(cfg, "run") as job:
+        out_dir, settings = job.out_dir, job.settings
+        run_config = flat_config(container(cfg))
+        previous = finished_record(out_dir, run_config, overwrite=bool(cfg.get("overwrite", False)))
+        if previous is not None:
+            JOB_NOTES["status"] = "skipped"
+            log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
+            print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
+            return previous
+        checkpointer = Checkpointer(out_dir, every=int(cfg.get("checkpoint_every", 0)), config=run_config,
+                                    resume="false" if cfg.get("overwrite", False) else cfg.get("resume", "auto"))
+        resumed = checkpointer.prepare()
+        seed_everything(int(cfg.seed))
+        model = load_model(cfg, settings)
+        data = load_run_data(cfg, model, out_dir)
+        recorder = job.record(**fit_identity(cfg, model, data.fit_set, data.eval_set))
+        with checkpointer.handle_signals():
+            attack = build_attack(cfg, model, settings, recorder)
+            attack.checkpointer = checkpointer
+            fit_loader = fast_loader(data.fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
+                                     num_workers=int(cfg.dataset.get("num_workers") or 0), device=model.device)
+            log.info("fitting %s on %s (%d images, %d epochs) for %s", attack.name, data.fit_set.name,
+                     len(data.fit_set), settings.epochs, model.name)
+            delta, fit_seconds = fit_attack(attack, fit_loader, out_dir, recorder.identity, checkpointer)
+            save_pattern(out_dir / "pattern.pt", delta.cpu(), {**recorder.identity, "model_info": model.describe()})
+            save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
+            artifacts = attack.save_artifacts(out_dir)
+            # a generator's result is a distribution: score Z samples (the first is pattern.pt), report their mean
+            samples = attack.sample_patterns()
+            scored = {attack.name: delta} if samples is None else {
+                f"{attack.name}/sample_{i}": s for i, s in enumerate(samples)}
+            result, eval_seconds = evaluate_run(cfg, model, data, settings, scored)
+            write_examples(out_dir / "examples.png", model, data.eval_set, delta, result)
+            metrics, sample_stats = (result.patterns[attack.name], None) if samples is None else mean_over_samples(
+                [result.patterns[k] for k in scored])
+            n_eval, n_patterns = len(data.eval_set), len(result.patterns)
+            results = {
+                "metrics": metrics,
+                "floors": {k: result.patterns[k] for k in FLOORS},
+                "timing": {
+                    "fit_seconds": fit_seconds,
+                    "eval_seconds": eval_seconds,
+                    "cache_build_seconds": data.cache_seconds,
+                    "fit_images_per_second": settings.epochs * len(data.fit_set) / fit_seconds if fit_seconds else None,
+                    "eval_images_per_second": n_eval * (n_patterns + 1) / eval_seconds if eval_seconds else None,
+                },
+                "attack_info": attack.describe(),
+                # unreadable image files are skipped (with a warning each) and counted here
+                "skipped_eval_images": n_eval - int(metrics["n_images"]),
+                "config_fingerprint": checkpointer.fingerprint,
+                "resumed_from_step": int(resumed["step"]) if resumed else None,
+                **({"sample_stats": sample_stats} if sample_stats is not None else {}),
+                **({"artifacts": artifacts} if artifacts else {}),
+            }
+            recorder.log({"eval": metrics, "floors": results["floors"], "timing": results["timing"]})
+            recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})
+            recorder.finish(results)
+            print_summary(out_dir, model, data, cfg, attack.name, results)
+            return results
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> float | None:
+    return guarded(lambda: float(run(cfg)["metrics"]["dominance_ratio"]))
+
+
+def main() -> None:
     """Entry point of ``python -m dominant_patterns`` and the ``dominant-patterns`` script."""
-    try:
-        return float(run(cfg)["metrics"]["dominance_ratio"])
-    except (UserInputError, NonFiniteLossError) as exc:  # exit 2: bad input, 3: non-finite loss
-        log.error("%s", exc)
-        if HydraConfig.get().mode == RunMode.RUN:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(3 if isinstance(exc, NonFiniteLossError) else 2)
-        raise
-    except Interrupted as exc:
-        stop_after_interrupt(exc)
-    return None
-
-
-def stop_after_interrupt(exc: Interrupted) -> None:
-    """Say how to continue, let submitit requeue the job (its handler), else exit with 128 + signal."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.RUN:
-        how = " ".join([*hydra_cfg.overrides.task, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"])
-    else:
-        how = f"the same sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}"
-    record_job(hydra_cfg, list(hydra_cfg.overrides.task), "interrupted", str(exc))
-    log.warning("%s; continue with: %s", exc, how)
-    print(f"{exc}\ncontinue with: python -m dominant_patterns {how}", file=sys.stderr, flush=True)
-    if callable(exc.previous_handler):  # submitit: checkpoint() and requeue, then it exits itself
-        exc.previous_handler(exc.signum, None)
-    sys.exit(128 + exc.signum)
+    refuse_foreign_experiments("run", sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dominant_patterns.checkpoint import JOB_NOTES
-
 STATUS_FILE = "jobs.jsonl"
+#: Filled by a job for the sweep report (e.g. ``status: skipped``); read by :meth:`SweepStatus.on_job_end`.
+JOB_NOTES: dict[str, Any] = {}
 
 
 def record_job(hydra_cfg: Any, overrides: list[str], status: str, error: str | None = None) -> None:

@@ -49,9 +49,9 @@ from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.cache import DeviceLoader, cache_dataset
 from dominant_patterns.checkpoint import Checkpointer
 from dominant_patterns.data import TensorImageDataset, build_dataset, skip_none_collate
+from dominant_patterns.loops import TrainerSettings
 from dominant_patterns.metrics import evaluate_patterns
 from dominant_patterns.models import ClassifierWrapper, build_model
-from dominant_patterns.trainer import TrainerSettings
 
 ROOT = Path(__file__).resolve().parent
 XI = 10 / 255

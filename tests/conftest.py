@@ -106,3 +106,19 @@ def wandb_summary(path: Path) -> dict[str, object]:
         for item in record.summary.update:
             summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return summary
+
+
+class LoopHost:
+    """The smallest :class:`~dominant_patterns.loops.LoopOwner`: settings, a projection, no state of its own."""
+
+    def __init__(self, settings, project, checkpointer=None, name: str = "fit") -> None:  # noqa: ANN001
+        from dominant_patterns.checkpoint import Checkpointer
+
+        self.trainer, self.project, self.name, self.on_log = settings, project, name, None
+        self.checkpointer = checkpointer or Checkpointer()
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state) -> None:  # noqa: ANN001
+        pass

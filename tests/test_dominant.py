@@ -9,9 +9,9 @@ from dominant_patterns import evaluate_pattern, find_dominant_pattern, wrap_clas
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.errors import ConfigError, UserInputError
+from dominant_patterns.loops import TrainerSettings
 from dominant_patterns.metrics import evaluate_patterns, noise_floors
 from dominant_patterns.models import TinyNet
-from dominant_patterns.trainer import TrainerSettings
 
 XI = 10 / 255
 

@@ -14,6 +14,8 @@ import pytest
 from conftest import CONF, read_wandb_offline, run_app
 from hydra import compose, initialize_config_dir
 
+from dominant_patterns.config_checks import APPS, experiment_app
+
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["model=tiny", "dataset=synthetic", "logger=none", "trainer.epochs=1", "trainer.progress=false",
         "trainer.max_iterations=10",
@@ -22,14 +24,9 @@ SOURCE = "smoke_source"
 
 
 def entry_point(experiment: str) -> tuple[str, str]:
-    """(module, primary config) that runs an experiment file."""
-    if experiment.startswith(("fig3_layers", "fig4_layers")):
-        return "dominant_patterns.layers", "layers"
-    if experiment.startswith("table6_transfer"):
-        return "dominant_patterns.transfer", "transfer"
-    if experiment.startswith("transfer_matrix"):
-        return "dominant_patterns.evaluate", "evaluate"
-    return "dominant_patterns", "config"
+    """(module, primary config) that runs an experiment file: the one its ``app`` key names."""
+    app = experiment_app(experiment)
+    return APPS[app].split()[-1], "config" if app == "run" else app
 
 
 def tiny_overrides(experiment: str) -> list[str]:

@@ -7,7 +7,7 @@ import math
 import torch
 
 from dominant_patterns.hooks import layer_names
-from dominant_patterns.layers import feature_ssim, layer_ssim, summarize, takeover_layer, window_for
+from dominant_patterns.layer_ssim import feature_ssim, layer_ssim, summarize, takeover_layer, window_for
 
 
 def test_window_shrinks_to_feature_map() -> None:

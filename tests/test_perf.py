@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import LoopHost
 
 from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.attacks.multi_seed import MultiSeedDominant, StackedLoader
 from dominant_patterns.data import build_dataset, make_loader
+from dominant_patterns.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
 from dominant_patterns.models import build_model
-from dominant_patterns.trainer import NonFiniteLossError, TrainerSettings, optimize_pattern
 
 XI = 8 / 255
 
@@ -82,8 +83,8 @@ def test_non_finite_loss_stops_with_the_last_good_pattern() -> None:
     batches = [(torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)), None) for i in range(6)]
 
     def run(data, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        return optimize_pattern(torch.zeros(3, 8, 8), data, loss, project=lambda d: d.clamp(-0.1, 0.1),
-                                settings=settings(**kwargs), lr=0.01)
+        host = LoopHost(settings(**kwargs), lambda d: d.clamp(-0.1, 0.1))
+        return optimize_pattern(host, torch.zeros(3, 8, 8), data, loss, lr=0.01)
 
     with pytest.raises(NonFiniteLossError) as info:
         run(batches, epochs=1, log_every=3)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import LoopHost
 
 from dominant_patterns.artifacts import load_pattern
 from dominant_patterns.attacks.dominant import DominantPattern
@@ -21,15 +22,15 @@ from dominant_patterns.checkpoint import (
     Checkpointer,
     CheckpointError,
     StateFns,
-    previous_result,
     read_checkpoint,
     write_checkpoint,
 )
 from dominant_patterns.data import build_dataset, make_loader
 from dominant_patterns.errors import ConfigError, UserInputError
+from dominant_patterns.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
 from dominant_patterns.models import build_model, load_state_dict_file
+from dominant_patterns.records import finished_record
 from dominant_patterns.tracking import RunRecorder
-from dominant_patterns.trainer import NonFiniteLossError, TrainerSettings, optimize_pattern
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dominant_patterns"
 
@@ -194,8 +195,8 @@ def test_nan_loss_keeps_last_good_pattern_and_a_finite_checkpoint(tmp_path: Path
     loader = make_loader(ds, batch_size=8, shuffle=True, seed=0)
     settings = TrainerSettings(epochs=2, progress=False, log_every=50)
     with pytest.raises(NonFiniteLossError) as info:
-        optimize_pattern(torch.zeros(3, 32, 32), loader, loss, project=lambda d: d.clamp(-0.1, 0.1),
-                         settings=settings, lr=0.01, checkpointer=ck)
+        optimize_pattern(LoopHost(settings, lambda d: d.clamp(-0.1, 0.1), ck), torch.zeros(3, 32, 32), loader, loss,
+                         lr=0.01)
     assert torch.isfinite(info.value.pattern).all() and info.value.pattern.abs().max() > 0
     payload = read_checkpoint(tmp_path / CHECKPOINT)
     assert payload["step"] == 2  # the step-4 checkpoint was never written: the loss was checked first
@@ -205,11 +206,11 @@ def test_nan_loss_keeps_last_good_pattern_and_a_finite_checkpoint(tmp_path: Path
 def test_finished_result_is_skipped_or_refused(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text('{"status": "finished", "config_fingerprint": "abc"}')
     with pytest.raises(ConfigError, match="already holds a finished result of a different config"):
-        previous_result(tmp_path, {"seed": "0"}, overwrite=False)
-    assert previous_result(tmp_path, {"seed": "0"}, overwrite=True) is None
+        finished_record(tmp_path, {"seed": "0"}, overwrite=False)
+    assert finished_record(tmp_path, {"seed": "0"}, overwrite=True) is None
     assert (tmp_path / "metrics.json.replaced").exists() and not (tmp_path / "metrics.json").exists()
     (tmp_path / "metrics.json").write_text('{"status": "fin')  # torn by an old non-atomic writer
-    assert previous_result(tmp_path, {}, overwrite=False) is None
+    assert finished_record(tmp_path, {}, overwrite=False) is None
     assert (tmp_path / "metrics.json.unreadable").exists()
 
 

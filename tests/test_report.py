@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from dominant_patterns import report
-from dominant_patterns.report import MISSING, TABLES, build_report, load_records, newest_per_cell, pivot
+from dominant_patterns.records import load_records, newest_per_cell
+from dominant_patterns.report import MISSING, TABLES, build_report, pivot
 
 
 def write_run(root: Path, name: str, *, task: str = "table3_embedded", model: str = "efficientnet_lite0",

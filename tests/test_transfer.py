@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from dominant_patterns.data import build_dataset, make_loader
+from dominant_patterns.downstream import backbone_features, make_head, train_head
 from dominant_patterns.metrics import evaluate_patterns
-from dominant_patterns.transfer import backbone_features, make_head, replace_head, train_head
 
 
 def test_head_training_on_frozen_backbone(tiny_model) -> None:  # noqa: ANN001
@@ -19,7 +19,7 @@ def test_head_training_on_frozen_backbone(tiny_model) -> None:  # noqa: ANN001
     head = make_head(feats.shape[1], 10)
     history = train_head(head, feats, labels, epochs=30, lr=1e-2)
     assert history[-1] < history[0]
-    downstream = replace_head(tiny_model, head, [f"c{i}" for i in range(10)], "synthetic")
+    downstream = tiny_model.with_head(head, [f"c{i}" for i in range(10)], "synthetic")
     # the backbone is shared and untouched; only the head changed
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())
     result = evaluate_patterns(downstream, {"zero": torch.zeros(3, 32, 32)},

@@ -16,28 +16,29 @@ those attributes in ``fit_state`` (tensors, plain values, or objects with their 
             ...one update...
             self.checkpointer.step_done()   # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
 
-Data-free loops pass an int (steps per epoch) instead of the loader. ``GradientAttack`` needs
-none of this: ``optimize_pattern`` checkpoints delta and the Adam state, plus this state; the
-iteration-count baselines get the same from ``_common.optimize_iterations``.
+Data-free loops pass an int (steps per epoch) instead of the loader. Attacks that run one of the
+shared loops of :mod:`dominant_patterns.loops` need none of this: ``optimize_pattern``,
+``optimize_iterations`` and ``signed_gradient_epochs`` checkpoint delta and the optimizer state,
+plus this state (an attack is the loops' :class:`~dominant_patterns.loops.LoopOwner`).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from dominant_patterns.checkpoint import Checkpointer
-from dominant_patterns.errors import ConfigError
+from dominant_patterns.checks import check_at_least, check_positive, check_xi
+from dominant_patterns.devices import to_memory_format
+from dominant_patterns.loops import LogFn, TrainerSettings, optimize_pattern
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import TrainerSettings, optimize_pattern, to_memory_format
 
 log = logging.getLogger(__name__)
-
-LogFn = Callable[[dict[str, float], int], None]
 
 
 def to_device(value: Any, device: torch.device) -> Any:
@@ -51,10 +52,18 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
-def check_xi(xi: float) -> float:
-    if not isinstance(xi, (int, float)) or isinstance(xi, bool) or not 0 < xi <= 1:
-        raise ConfigError(f"xi={xi!r} is out of range: it must be a number in (0, 1] (10/255 = 0.0392 by default)")
-    return float(xi)
+def capped(iterations: int, max_iterations: int | None, key: str = "iterations",
+           trainer_cap: int | None = None) -> int:
+    """The iteration count actually run: the published ``iterations``, capped by ``max_iterations``.
+
+    ``trainer_cap`` (``trainer.max_iterations``) caps every iteration-budget attack at once, e.g. in a
+    smoke run of a sweep over attacks, where attack-specific keys cannot be set for all of them.
+    """
+    run = check_at_least(f"attack.{key}", int(iterations), 1)
+    for name, cap in {"attack.max_iterations": max_iterations, "trainer.max_iterations": trainer_cap}.items():
+        if cap is not None:
+            run = min(run, check_at_least(name, int(cap), 1))
+    return run
 
 
 class UniversalAttack(ABC):
@@ -132,6 +141,17 @@ class UniversalAttack(ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "xi": self.xi, "data_free": self.data_free}
 
+    def sample_patterns(self) -> torch.Tensor | None:
+        """Patterns ``[Z, 3, S, S]`` to evaluate instead of the one ``fit`` returned (its first row), for
+        attacks whose result is a distribution (a generator); the app reports mean +- std over them.
+        ``None`` (the default): the fitted pattern is the result."""
+        return None
+
+    def save_artifacts(self, out_dir: Path) -> list[str]:
+        """Write what the attack learned beyond the pattern (e.g. ``generator.pt``) into ``out_dir``;
+        returns the file names. Nothing by default."""
+        return []
+
     @abstractmethod
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         """Return the universal perturbation [3, S, S] (fp32, on the model's device)."""
@@ -146,9 +166,7 @@ class GradientAttack(UniversalAttack):
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 0.01, weight_decay: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
-        if not lr > 0:
-            raise ConfigError(f"attack.lr={lr!r} must be > 0")
-        self.lr = float(lr)
+        self.lr = check_positive("attack.lr", lr)
         self.weight_decay = float(weight_decay)
 
     def init_delta(self) -> torch.Tensor:
@@ -159,9 +177,8 @@ class GradientAttack(UniversalAttack):
         """Scalar loss to minimize for a batch ``x`` in [0, 1]."""
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        return optimize_pattern(self.init_delta(), loader, self.loss, project=self.project, settings=self.trainer,
-                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name,
-                                checkpointer=self.checkpointer, extra_state=self)
+        return optimize_pattern(self, self.init_delta(), loader, self.loss, lr=self.lr,
+                                weight_decay=self.weight_decay)
 
     def pattern_and_perturbed(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """One batch ``[delta, clamp(x_1 + delta), ...]``: f(delta) costs one extra row, not a pass."""

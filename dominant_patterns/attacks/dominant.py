@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import GradientAttack
-from dominant_patterns.errors import ConfigError
+from dominant_patterns.checks import check_choice, check_class
 from dominant_patterns.losses import get_loss
 from dominant_patterns.models import ClassifierWrapper
 
@@ -43,12 +43,8 @@ class DominantPattern(GradientAttack):
         spec = {"name": loss} if isinstance(loss, str) else dict(loss)
         self.loss_name = spec.get("name", "cos")
         self.loss_fn = get_loss(self.loss_name)
-        self.layer = spec.get("layer", "logits")
-        if self.layer not in LAYERS:
-            raise ConfigError(f"loss.layer={self.layer} is not valid. Valid choices: {', '.join(LAYERS)}")
-        if target_class is not None and not 0 <= int(target_class) < model.num_classes:
-            raise ConfigError(f"attack.target_class={target_class} is out of range [0, {model.num_classes})")
-        self.target_class = None if target_class is None else int(target_class)
+        self.layer = check_choice("loss.layer", spec.get("layer", "logits"), LAYERS)
+        self.target_class = check_class("attack.target_class", target_class, model.num_classes)
         self.target_weight = float(target_weight)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:

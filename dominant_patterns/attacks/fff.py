@@ -27,17 +27,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from dominant_patterns.attacks._common import (
-    Validator,
-    capped,
-    log_activation_norms,
-    mean_image,
-    optimize_iterations,
-    uniform_init,
-)
-from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.errors import ConfigError
+from dominant_patterns.attacks.activations import log_activation_norms, mean_image, uniform_init
+from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.validation import Validator
+from dominant_patterns.checks import check_positive
 from dominant_patterns.hooks import capture_activations, layer_names
+from dominant_patterns.loops import optimize_iterations
 from dominant_patterns.models import ClassifierWrapper
 
 
@@ -52,9 +47,7 @@ class FFF(UniversalAttack):
                  max_iterations: int | None = None, halve_every: int = 300, val_every: int = 300,
                  patience: int = 5, val_images: int = 1000, layers: str = "conv", **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
-        if not lr_255 > 0:
-            raise ConfigError(f"attack.lr_255={lr_255!r} must be > 0")
-        self.lr_255 = float(lr_255)
+        self.lr_255 = check_positive("attack.lr_255", lr_255)
         self.iterations, self.max_iterations = int(iterations), max_iterations
         self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.halve_every, self.val_every = int(halve_every), int(val_every)

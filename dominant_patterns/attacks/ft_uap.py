@@ -28,13 +28,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.data import iterate_images
+from dominant_patterns.devices import autocast
 from dominant_patterns.errors import ConfigError
+from dominant_patterns.loops import signed_gradient_epochs
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import autocast, to_memory_format
 
 BLOCK = 8
 
@@ -94,29 +93,22 @@ class FTUAP(UniversalAttack):
     def to_pixels(self, c: torch.Tensor) -> torch.Tensor:
         return self.project(block_idct(c, self.d))
 
+    def loss(self, x: torch.Tensor, _y: torch.Tensor | None, coeffs: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of f(clamp(x + IDCT(coeffs))) w.r.t. the clean top-1 prediction (to ascend)."""
+        with torch.no_grad():
+            target = self.model(x).argmax(1)
+        with autocast(self.device, self.trainer.precision):
+            logits = self.model(self.apply(x, self.to_pixels(coeffs)))
+        return F.cross_entropy(logits.float(), target)
+
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        s, ck = self.trainer, self.checkpointer
         self.coeffs = torch.zeros(self.bound.shape, device=self.device)
-        bar = tqdm(desc=self.name, disable=not s.progress, unit="batch", leave=False)
-        for epoch, batches in ck.epochs(self, loader, s.epochs):  # resumes mid-epoch after a restore
-            bar.update(ck.step - bar.n)
-            for x, _ in iterate_images(batches, self.device):
-                x = to_memory_format(x, s.channels_last)
-                with torch.no_grad():
-                    target = self.model(x).argmax(1)
-                c = self.coeffs
-                cv = c.clone().requires_grad_(True)
-                with autocast(self.device, s.precision):
-                    logits = self.model(self.apply(x, self.to_pixels(cv)))
-                loss = F.cross_entropy(logits.float(), target)
-                (grad,) = torch.autograd.grad(loss, cv)
-                self.coeffs = torch.maximum(torch.minimum(c + self.step_size * self.bound * grad.sign(), self.bound),
-                                            -self.bound)
-                bar.update(1)
-                if (ck.step + 1) % s.log_every == 0:
-                    self.log({"train/loss": float(loss.detach()), "train/epoch": epoch}, ck.step + 1)
-                ck.step_done()  # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
-        bar.close()
+
+        def step(coeffs: torch.Tensor, sign: torch.Tensor) -> None:
+            self.coeffs = torch.maximum(torch.minimum(coeffs + self.step_size * self.bound * sign, self.bound),
+                                        -self.bound)
+
+        signed_gradient_epochs(self, loader, variable=lambda: self.coeffs, loss_fn=self.loss, update=step)
         return self.to_pixels(self.coeffs).detach()
 
     def describe(self) -> dict[str, Any]:

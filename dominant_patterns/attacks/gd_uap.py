@@ -34,17 +34,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from dominant_patterns.attacks._common import (
-    Validator,
-    capped,
-    log_activation_norms,
-    mean_image,
-    optimize_iterations,
-    uniform_init,
-)
-from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.errors import ConfigError
+from dominant_patterns.attacks.activations import log_activation_norms, mean_image, uniform_init
+from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.validation import Validator
+from dominant_patterns.checks import check_choice, check_positive
 from dominant_patterns.hooks import capture_activations, layer_names
+from dominant_patterns.loops import optimize_iterations
 from dominant_patterns.models import ClassifierWrapper
 
 PRIORS = ("none", "range", "data")
@@ -62,11 +57,8 @@ class GDUAP(UniversalAttack):
                  val_images: int = 1000, saturation: float = 0.5, saturation_change: float = 1e-5,
                  layers: str = "conv", range_std: float = 1 / 6, **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
-        if prior not in PRIORS:
-            raise ConfigError(f"attack.prior={prior} is not valid. Valid choices: {', '.join(PRIORS)}")
-        if not lr_255 > 0:
-            raise ConfigError(f"attack.lr_255={lr_255!r} must be > 0")
-        self.prior, self.lr_255, self.batch_size = prior, float(lr_255), int(batch_size)
+        self.prior = check_choice("attack.prior", prior, PRIORS)
+        self.lr_255, self.batch_size = check_positive("attack.lr_255", lr_255), int(batch_size)
         self.iterations, self.max_iterations = int(iterations), max_iterations
         self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.val_every, self.val_every_after_rescale = int(val_every), int(val_every_after_rescale)

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.checkpoint import loader_generators
-from dominant_patterns.trainer import optimize_pattern, to_memory_format
+from dominant_patterns.devices import to_memory_format
+from dominant_patterns.loops import optimize_pattern
+from dominant_patterns.rng_state import loader_generators
 
 
 def images_of(batch: Any) -> torch.Tensor:
@@ -65,9 +66,8 @@ class MultiSeedDominant(DominantPattern):
     def fit_many(self, loaders: Sequence[Iterable[Any]]) -> torch.Tensor:
         """K patterns [K, 3, S, S], pattern k fitted on ``loaders[k]``."""
         delta = torch.zeros((len(loaders), *self.shape), device=self.device)
-        return optimize_pattern(delta, StackedLoader(loaders), self.loss, project=self.project, settings=self.trainer,
-                                lr=self.lr, weight_decay=self.weight_decay, on_log=self.on_log, desc=self.name,
-                                checkpointer=self.checkpointer, extra_state=self)
+        return optimize_pattern(self, delta, StackedLoader(loaders), self.loss, lr=self.lr,
+                                weight_decay=self.weight_decay)
 
     def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Sum over k of the single-pattern loss; ``x`` [K, B, 3, S, S] with ``delta`` [K, 3, S, S]."""

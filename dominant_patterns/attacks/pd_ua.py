@@ -34,22 +34,18 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dominant_patterns.attacks._common import (
-    Validator,
-    capped,
-    log_activation_norms,
-    mean_image,
-    optimize_iterations,
-)
-from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.activations import log_activation_norms, mean_image
+from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.validation import Validator
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.hooks import capture_activations, layer_names, transform_activations
+from dominant_patterns.loops import optimize_iterations
 from dominant_patterns.models import ClassifierWrapper
 
 
 def texture_image(name: str, size: int) -> torch.Tensor:
     """A scikit-image picture as a [3, size, size] float texture in [0, 1] (centre square, resized)."""
-    from dominant_patterns.data import load_photo, resize_uint8
+    from dominant_patterns.images import load_photo, resize_uint8
 
     img = torch.from_numpy(load_photo(name)).permute(2, 0, 1)
     side = min(img.shape[1:])

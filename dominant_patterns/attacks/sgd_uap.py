@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.data import iterate_images
+from dominant_patterns.checks import check_choice
+from dominant_patterns.devices import autocast
 from dominant_patterns.errors import ConfigError
+from dominant_patterns.loops import signed_gradient_epochs
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.trainer import autocast, to_memory_format
 
 LABELS = ("auto", "true", "pred")
 
@@ -50,8 +50,7 @@ class SGDUAP(UniversalAttack):
     def __init__(self, model: ClassifierWrapper, xi: float, *, beta: float = 12.0, step_size: float = 0.8,
                  step_decay: float = 0.8, labels: str = "auto", **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
-        if labels not in LABELS:
-            raise ConfigError(f"attack.labels={labels} is not valid. Valid choices: {', '.join(LABELS)}")
+        check_choice("attack.labels", labels, LABELS)
         if not step_size > 0 or not 0 < step_decay <= 1 or not beta > 0:
             raise ConfigError("attack.step_size and attack.beta must be > 0 and attack.step_decay in (0, 1]")
         self.beta, self.step_size, self.step_decay = float(beta), float(step_size), float(step_decay)
@@ -71,28 +70,24 @@ class SGDUAP(UniversalAttack):
         with torch.no_grad():
             return self.model(x).argmax(1)
 
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None, delta: torch.Tensor) -> torch.Tensor:
+        """The clamped cross-entropy to ascend: mean_i min(CE(f(clamp(x_i + delta)), y_i), beta)."""
+        target = self.targets(x, y)
+        with autocast(self.device, self.trainer.precision):
+            logits = self.model(self.apply(x, delta))
+        return F.cross_entropy(logits.float(), target, reduction="none").clamp(max=self.beta).mean()
+
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        s, ck = self.trainer, self.checkpointer
         self.delta, self.size, self.used_labels = self.zeros(), self.step_size * self.xi, False
-        bar = tqdm(desc=self.name, disable=not s.progress, unit="batch", leave=False)
-        for epoch, batches in ck.epochs(self, loader, s.epochs):  # resumes mid-epoch after a restore
-            bar.update(ck.step - bar.n)
-            for x, y in iterate_images(batches, self.device):
-                x = to_memory_format(x, s.channels_last)
-                target = self.targets(x, y)
-                d = self.delta.clone().requires_grad_(True)
-                with autocast(self.device, s.precision):
-                    logits = self.model(self.apply(x, d))
-                ce = F.cross_entropy(logits.float(), target, reduction="none")
-                loss = ce.clamp(max=self.beta).mean()
-                (grad,) = torch.autograd.grad(loss, d)
-                self.delta = self.project(self.delta + self.size * grad.sign())
-                bar.update(1)
-                if (ck.step + 1) % s.log_every == 0:
-                    self.log({"train/loss": float(loss.detach()), "train/epoch": epoch}, ck.step + 1)
-                ck.step_done()  # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
+
+        def step(delta: torch.Tensor, sign: torch.Tensor) -> None:
+            self.delta = self.project(delta + self.size * sign)
+
+        def decay(_epoch: int) -> None:
             self.size *= self.step_decay
-        bar.close()
+
+        signed_gradient_epochs(self, loader, variable=lambda: self.delta, loss_fn=self.loss, update=step,
+                               after_epoch=decay)
         return self.delta.detach()
 
     def describe(self) -> dict[str, Any]:

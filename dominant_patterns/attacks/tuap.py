@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from dominant_patterns.attacks._common import capped, optimize_iterations
-from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.errors import ConfigError
+from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.checks import check_class, check_positive
+from dominant_patterns.loops import optimize_iterations
 from dominant_patterns.models import ClassifierWrapper
 
 
@@ -60,15 +60,11 @@ class TUAP(UniversalAttack):
                  max_iterations: int | None = None, batch_size: int = 32, confidence: float = 10.0,
                  target_class: int | None = None, **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
-        if not lr > 0:
-            raise ConfigError(f"attack.lr={lr!r} must be > 0")
-        if target_class is not None and not 0 <= int(target_class) < model.num_classes:
-            raise ConfigError(f"attack.target_class={target_class} is out of range [0, {model.num_classes})")
-        self.lr, self.confidence = float(lr), float(confidence)
+        self.lr, self.confidence = check_positive("attack.lr", lr), float(confidence)
         self.iterations, self.max_iterations = int(iterations), max_iterations
         self.run_iterations = capped(iterations, max_iterations, trainer_cap=self.trainer.max_iterations)
         self.batch_size = int(batch_size)
-        self.target_class = None if target_class is None else int(target_class)
+        self.target_class = check_class("attack.target_class", target_class, model.num_classes)
 
     def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         logits = self.model(self.apply(x, delta))

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from dominant_patterns.attacks._common import predict
 from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.validation import predict
 from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.metrics import fooling_rate

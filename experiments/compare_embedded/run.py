@@ -11,7 +11,6 @@ xi = 10/255, the same evaluation and noise floors. ``conf/method/<name>.yaml`` s
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -19,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from dominant_patterns.display import attack_label
+from dominant_patterns.records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -29,8 +31,6 @@ METHODS = ("dominant", "sgd_uap", "tuap", "cosine_uap", "gd_uap_data", "fff", "g
 # 2 epochs for the epoch-based methods; per-method iteration caps are in conf/method/*.yaml.
 SCALE = ("dataset.num_fit=640", "dataset.num_eval=256", "trainer.epochs=2")
 BASE = ("task_name=compare_embedded", "logger=none", "trainer.progress=false", *SCALE)
-PAPER_LABELS = {"dominant": "Dominant pattern (ours)", "uap": "UAP", "sgd_uap": "SGD-UAP", "tuap": "TUAP",
-                "cosine_uap": "Cosine-UAP", "gd_uap": "GD-UAP", "fff": "FFF", "pd_ua": "PD-UA", "ft_uap": "FT-UAP"}
 
 
 def command(extra: list[str], sweep_dir: Path) -> list[str]:
@@ -40,15 +40,6 @@ def command(extra: list[str], sweep_dir: Path) -> list[str]:
 
 def pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-def label(info: dict[str, Any]) -> str:
-    name = PAPER_LABELS.get(info["name"], info["name"])
-    if info["name"] == "gd_uap":
-        name += f" ({info['prior']} prior)"
-    if info.get("provenance"):
-        name += " *"
-    return name
 
 
 def budget(info: dict[str, Any], record: dict[str, Any]) -> str:
@@ -63,9 +54,9 @@ def budget(info: dict[str, Any], record: dict[str, Any]) -> str:
 
 
 def load_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The sweep's finished records (``records.read_records``), each with its job's composed config."""
     records = []
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        record = json.loads(path.read_text())
+    for path, record in read_records(sweep_dir):
         cfg = path.parent / ".hydra" / "config.yaml"
         if cfg.is_file():
             from omegaconf import OmegaConf
@@ -77,10 +68,10 @@ def load_records(sweep_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def sweep_wall_seconds(sweep_dir: Path) -> float | None:
-    """From Hydra's multirun.yaml (written at launch) to the newest metrics.json."""
+def sweep_wall_seconds(sweep_dir: Path, records: list[dict[str, Any]]) -> float | None:
+    """From Hydra's multirun.yaml (written at launch) to the last job's finish."""
     start = sweep_dir / "multirun.yaml"
-    ends = [p.stat().st_mtime for p in sweep_dir.rglob("metrics.json")]
+    ends = [float(r["finished_at"]) for r in records if r.get("finished_at")]
     return max(ends) - start.stat().st_mtime if start.is_file() and ends else None
 
 
@@ -103,7 +94,7 @@ def table(records: list[dict[str, Any]]) -> str:
     for r in records:
         info = r["attack_info"]
         data = "none (val. only)" if info.get("data_free") else "fit crops"
-        lines.append(row(label(info), r["metrics"], budget(info, r), data, r["timing"]["fit_seconds"]))
+        lines.append(row(attack_label(info), r["metrics"], budget(info, r), data, r["timing"]["fit_seconds"]))
     floors = records[0]["floors"]
     for key, name in (("random_noise", "Random noise floor U[-xi, xi]"), ("random_sign", "Random sign floor +-xi")):
         lines.append(row(name, floors[key], "-", "-", None))
@@ -179,7 +170,7 @@ def main() -> None:
     records = load_records(sweep_dir)
     if not records:
         raise SystemExit(f"no metrics.json under {sweep_dir}")
-    path = write_readme(records, sweep_dir, sweep_wall_seconds(sweep_dir))
+    path = write_readme(records, sweep_dir, sweep_wall_seconds(sweep_dir, records))
     print(table(records))
     print(f"wrote {path}")
 

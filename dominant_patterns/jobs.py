@@ -1,0 +1,199 @@
+"""What every entry point shares: opening and closing a job, loading its model, data and source pattern.
+
+    with open_job(cfg, "evaluate") as job:          # checks the whole config first
+        model = load_model(cfg, job.settings)
+        ...
+        recorder = job.record(identity)            # config_resolved.yaml + metrics.jsonl + W&B
+        ...
+        recorder.finish(results)                   # metrics.json
+    # the recorder is closed with exit code 0, or 1 when the block raised
+
+:func:`guarded` turns the errors a user can act on into a message and an exit code (2: bad input,
+3: non-finite loss, 128 + signal: interrupted, after a checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Subset
+
+from dominant_patterns.artifacts import load_pattern
+from dominant_patterns.checkpoint import Interrupted
+from dominant_patterns.config_checks import APPS, check_config
+from dominant_patterns.data import SplitDataset, build_dataset
+from dominant_patterns.devices import resolve_device
+from dominant_patterns.errors import UserInputError
+from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
+from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.records import find_source_run, run_identity
+from dominant_patterns.sweep_status import record_job
+from dominant_patterns.tracking import RunRecorder
+
+log = logging.getLogger("dominant_patterns")
+
+T = TypeVar("T")
+
+
+def container(cfg: Any) -> Any:
+    """A resolved plain-Python copy of a config node (other values pass through)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Job:
+    """An open job: its config, app (``kind``), output dir and loop settings; :meth:`record` opens the recorder."""
+
+    cfg: DictConfig
+    kind: str
+    out_dir: Path
+    settings: TrainerSettings
+    recorder: RunRecorder | None = None
+
+    def record(self, **identity: Any) -> RunRecorder:
+        """Write ``config_resolved.yaml`` and open the recorder of this job's identity (``records.run_identity``)."""
+        (self.out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        full = run_identity(self.kind, self.cfg.task_name, self.cfg.tags, **identity)
+        self.recorder = RunRecorder(self.out_dir, container(self.cfg.logger), container(self.cfg), full)
+        return self.recorder
+
+
+@contextlib.contextmanager
+def open_job(cfg: DictConfig, kind: str) -> Iterator[Job]:
+    """Check the whole config, then yield the job; its recorder (if opened) is closed with the job's exit code."""
+    check_config(cfg, kind)
+    settings = TrainerSettings.from_config(container(cfg.trainer))
+    job = Job(cfg, kind, Path(HydraConfig.get().runtime.output_dir), settings)
+    exit_code = 1
+    try:
+        yield job
+        exit_code = 0
+    finally:
+        if job.recorder is not None:
+            job.recorder.close(exit_code)
+
+
+def guarded(task: Callable[[], T]) -> T | None:
+    """Run an entry point's task; bad input and non-finite losses end with a message (exit 2 / 3 in a
+    single run; a multirun records the failed job and goes on), a stop signal with :func:`stop_after_interrupt`."""
+    try:
+        return task()
+    except (UserInputError, NonFiniteLossError) as exc:
+        log.error("%s", exc)
+        if HydraConfig.get().mode == RunMode.RUN:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(3 if isinstance(exc, NonFiniteLossError) else 2)
+        raise
+    except Interrupted as exc:
+        stop_after_interrupt(exc)
+    return None
+
+
+def stop_after_interrupt(exc: Interrupted) -> None:
+    """Say how to continue, let submitit requeue the job (its handler), else exit with 128 + signal."""
+    hydra_cfg = HydraConfig.get()
+    command = APPS.get(_app_of(hydra_cfg), APPS["run"])
+    if hydra_cfg.mode == RunMode.RUN:
+        how = " ".join([*hydra_cfg.overrides.task, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"])
+    else:
+        how = f"the same sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}"
+    record_job(hydra_cfg, list(hydra_cfg.overrides.task), "interrupted", str(exc))
+    log.warning("%s; continue with: %s", exc, how)
+    print(f"{exc}\ncontinue with: {command} {how}", file=sys.stderr, flush=True)
+    if callable(exc.previous_handler):  # submitit: checkpoint() and requeue, then it exits itself
+        exc.previous_handler(exc.signum, None)
+    sys.exit(128 + exc.signum)
+
+
+def _app_of(hydra_cfg: Any) -> str:
+    """The app of the primary config Hydra composed (``config`` is the fitting app's)."""
+    name = str(hydra_cfg.job.config_name)
+    return "run" if name == "config" else name
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, data and the source pattern
+
+
+def load_model(cfg: DictConfig, settings: TrainerSettings) -> ClassifierWrapper:
+    """``cfg.model`` built, frozen, on the trainer's device (channels-last when the trainer says so)."""
+    model = build_model(**container(cfg.model)).to(resolve_device(settings.device))
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_datasets(cfg: DictConfig, model: ClassifierWrapper) -> tuple[SplitDataset, SplitDataset]:
+    """Fit and evaluation sets; the evaluation set defaults to the fit dataset's held-out split."""
+    fit_set = build_dataset(container(cfg.dataset), split="fit", image_size=model.input_size, seed=int(cfg.seed))
+    eval_cfg = cfg.get("eval_dataset") or cfg.dataset
+    eval_set = build_dataset(container(eval_cfg), split="eval", image_size=model.input_size, seed=int(cfg.seed))
+    return fit_set, eval_set
+
+
+def limit(dataset: SplitDataset, n: int | None) -> SplitDataset | Subset:
+    """The first ``n`` images of a split (all when ``n`` is None)."""
+    return dataset if not n or n >= len(dataset) else Subset(dataset, range(int(n)))
+
+
+def resolve_pattern(cfg: DictConfig) -> tuple[torch.Tensor, dict[str, Any], Path]:
+    """``(delta, meta, path)`` from ``cfg.pattern`` (file or run folder) or the ``cfg.source`` lookup."""
+    if cfg.get("pattern"):
+        path = Path(str(cfg.pattern)).expanduser()
+        if path.is_dir():
+            path = path / "pattern.pt"
+    else:
+        source = OmegaConf.to_container(cfg.source, resolve=True)
+        path = find_source_run(cfg.paths.output_dir, source) / "pattern.pt"  # type: ignore[arg-type]
+    obj = load_pattern(path)
+    delta = obj.pop("delta").float()
+    log.info("pattern %s (model %s, fit on %s)", path, obj.get("model"), obj.get("dataset"))
+    return delta, obj, path
+
+
+def fit_to_model(delta: torch.Tensor, model: ClassifierWrapper, xi: float) -> torch.Tensor:
+    """Resize a pattern made for another input size (bilinear), keeping ``|delta| <= xi``."""
+    size = model.input_size
+    if delta.shape[-1] == size and delta.shape[-2] == size:
+        return delta
+    log.warning("resizing the pattern from %s to %dx%d for %s", tuple(delta.shape[-2:]), size, size, model.name)
+    resized = F.interpolate(delta[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    return resized.clamp(-xi, xi)
+
+
+class SourcePattern(NamedTuple):
+    """The model an analysis app scores on, and the saved pattern (resized to it) it scores."""
+
+    model: ClassifierWrapper
+    delta: torch.Tensor
+    meta: dict[str, Any]
+    path: Path
+    xi: float
+
+
+def load_source_pattern(cfg: DictConfig, settings: TrainerSettings) -> SourcePattern:
+    """Seed, build ``cfg.model`` and load the pattern resized to it (evaluate, layers, transfer)."""
+    seed_everything(int(cfg.seed))
+    model = load_model(cfg, settings)
+    delta, meta, path = resolve_pattern(cfg)
+    xi = float(meta.get("xi") or delta.abs().max())
+    return SourcePattern(model, fit_to_model(delta, model, xi), meta, path, xi)

@@ -1,0 +1,32 @@
+"""``python -m dominant_patterns.report``: rebuild the tables and figures from the records."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from dominant_patterns.report import __doc__ as DOC
+from dominant_patterns.report.build import build_report
+from dominant_patterns.report.specs import SCALES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(DOC or "").split("\n\n")[0])
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="root searched for metrics.json")
+    parser.add_argument("--experiments", type=Path, default=ROOT / "experiments", help="where tables are written")
+    parser.add_argument("--scale", choices=SCALES, default="embedded")
+    parser.add_argument("--only", nargs="*", help="table names (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    built = build_report(args.outputs, args.experiments, args.scale, args.only)
+    for b in built:
+        print(f"{b.spec.name}: {b.runs} runs -> {args.experiments / b.spec.name / (args.scale + '.md')}")
+    print(f"HTML: {args.experiments / (args.scale + '.html')}")
+
+
+if __name__ == "__main__":
+    main()

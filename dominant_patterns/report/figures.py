@@ -1,0 +1,108 @@
+"""The figures of the report: pattern grids, copied run figures, transfer heatmaps, the targeted bars."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from dominant_patterns.artifacts import pyplot
+from dominant_patterns.display import METRIC_NAMES
+from dominant_patterns.report.specs import TableSpec
+
+
+def figure_patterns(part: pd.DataFrame, out: Path) -> list[Path]:
+    """Figure 2 / A.1: the pattern images (pattern.png of each run) in a fit set x model grid."""
+    rows = [r for r in part.itertuples() if (Path(r.run_dir) / "pattern.png").is_file()]
+    if not rows:
+        return []
+    plt = pyplot()
+    from PIL import Image
+
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    models = list(dict.fromkeys(r.model for r in rows))
+    fig, axes = plt.subplots(len(datasets), len(models), figsize=(2.6 * len(models), 2.9 * len(datasets)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r in rows:
+        ax = axes[datasets.index(r.dataset)][models.index(r.model)]
+        ax.imshow(Image.open(Path(r.run_dir) / "pattern.png"))
+        ax.set_title(f"{r.model} / {r.dataset}\n{r.dominant_class_name} ({float(r.dominance_ratio):.0%})", fontsize=8)
+    fig.tight_layout()
+    path = out / "patterns.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def copy_run_figures(part: pd.DataFrame, out: Path, names: Sequence[str]) -> list[Path]:
+    """Copy figures a run left behind (e.g. examples.png) as ``<model>_<dataset>_<name>``."""
+    paths = []
+    for r in part.itertuples():
+        for name in names:
+            src = Path(r.run_dir) / name
+            if src.is_file():
+                dst = out / f"{r.model}_{r.dataset}_{name}"
+                shutil.copyfile(src, dst)
+                paths.append(dst)
+    return paths
+
+
+def figure_matrix(part: pd.DataFrame, out: Path) -> list[Path]:
+    """Heatmaps of fooling rate and dominance ratio, source pattern x target."""
+    if part.empty:
+        return []
+    plt = pyplot()
+    part = part.assign(src=part["source_model"].astype(str) + " · " + part["source_dataset"].astype(str),
+                       dst=part["model"].astype(str) + " · " + part["dataset"].astype(str))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, metric in zip(axes, ("fooling_rate", "dominance_ratio"), strict=True):
+        grid = part.pivot_table(index="src", columns="dst", values=metric, aggfunc="mean") * 100
+        im = ax.imshow(grid.to_numpy(), vmin=0, vmax=100, cmap="viridis")
+        ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+        for (i, j), v in pd.DataFrame(grid.to_numpy()).stack().items():
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w", fontsize=7)
+        ax.set_title(METRIC_NAMES[metric])
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    path = out / "matrix.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def figure_targeted(part: pd.DataFrame, out: Path) -> list[Path]:
+    if part.empty:
+        return []
+    plt = pyplot()
+    part = part.sort_values("target_class", na_position="first")
+    labels = [("untargeted" if pd.isna(t) else f"{int(t)}") + f"\n{c}"
+              for t, c in zip(part["target_class"], part["dominant_class_name"], strict=True)]
+    fig, ax = plt.subplots(figsize=(1.6 * len(part) + 2, 3.6))
+    ax.bar(range(len(part)), part["dominance_ratio"].astype(float) * 100, color="tab:red")
+    ax.set_xticks(range(len(part)), labels, fontsize=7)
+    ax.set_ylabel("dominance ratio (%)")
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    path = out / "targeted.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def make_figures(spec: TableSpec, part: pd.DataFrame, out: Path) -> list[Path]:
+    if spec.figure == "patterns":
+        return figure_patterns(part, out)
+    if spec.figure == "examples":
+        return copy_run_figures(part, out, ["examples.png"])
+    if spec.figure in ("fig3", "fig4"):  # each layers run draws both; a figure's table shows its own
+        return copy_run_figures(part, out, [f"{spec.figure}.png"])
+    if spec.figure == "matrix":
+        return figure_matrix(part, out)
+    if spec.figure == "targeted":
+        return figure_targeted(part, out)
+    return []

@@ -1,0 +1,114 @@
+"""One specification per paper table: which tasks feed it, its rows, columns, values and figure.
+
+Adding a table touches this file only (plus its experiment config). A table's ``kind`` (the app whose
+records it reads) is the ``app`` its experiment config names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dominant_patterns.config_checks import experiment_app
+
+
+@dataclass
+class TableSpec:
+    """How one paper table is rebuilt from the records.
+
+    Args:
+        name: folder under ``experiments/`` (the experiment config's name).
+        tasks: task names whose runs feed the table (embedded scale appends ``_embedded``).
+        filters: per scale, column -> allowed values.
+    """
+
+    name: str
+    title: str
+    tasks: list[str]
+    rows: list[str]
+    cols: list[str]
+    values: list[str]
+    filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    row_order: dict[str, list[Any]] = field(default_factory=dict)
+    col_order: dict[str, list[Any]] = field(default_factory=dict)
+    corner: str = ""
+    figure: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The app whose records feed the table: the ``app`` of ``conf/experiment/<name>.yaml``."""
+        return experiment_app(self.name) or "run"
+
+
+SCALES = ("embedded", "full")
+PAPER_MODELS = ["alexnet", "googlenet", "vgg16", "vgg19", "resnet50", "resnet152", "densenet121"]
+UNTARGETED = {"attack": "dominant", "loss": "cos", "loss_layer": "logits", "target_class": None}
+
+TABLES: list[TableSpec] = [
+    TableSpec("table1_loss", "Table 1: dominance ratio (%) by similarity loss", ["table1"],
+              rows=["model", "dataset"], cols=["loss"],
+              values=["dominance_ratio", "dominant_confidence", "top1_ratio", "fooling_rate"],
+              filters={"full": {"attack": "dominant", "target_class": None},
+                       "embedded": {"attack": "dominant", "target_class": None}},
+              col_order={"loss": ["cos", "ed", "kld"]}, corner="model · fit set"),
+    TableSpec("table2_patterns", "Table 2 / A.2: dominant class, confidence and dominance ratio",
+              ["table2", "table1"], rows=["dataset"], cols=["model"],
+              values=["dominant_class_name", "dominant_confidence", "dominance_ratio"],
+              filters={"full": {**UNTARGETED, "seed": 0}, "embedded": {**UNTARGETED, "seed": 0}},
+              row_order={"dataset": ["imagenet", "coco", "biggan", "photos", "synthetic"]},
+              col_order={"model": PAPER_MODELS}, corner="fit set", figure="patterns"),
+    TableSpec("table3_label_dependent", "Table 3: fooling rate (%), attacks fitted on the in-distribution set",
+              ["table3", "table1", "table2"], rows=["attack"], cols=["model"], values=["fooling_rate"],
+              filters={"full": {"dataset": "imagenet", "loss": "cos", "target_class": None},
+                       "embedded": {"dataset": "photos", "loss": "cos", "target_class": None}},
+              row_order={"attack": ["uap", "gap", "nag", "ft_uap", "tuap", "sgd_uap", "cosine_uap", "dominant"]},
+              col_order={"model": PAPER_MODELS}, corner="method"),
+    TableSpec("table4_proxy", "Table 4: fooling rate (%) with proxy data (data-free / label-free)",
+              ["table4", "table2"], rows=["attack", "dataset"], cols=["model"], values=["fooling_rate"],
+              filters={"full": {"dataset": ["coco", "biggan"], "loss": "cos", "target_class": None},
+                       "embedded": {"dataset": ["synthetic"], "loss": "cos", "target_class": None}},
+              row_order={"attack": ["fff", "aaa", "pd_ua", "gd_uap", "tuap", "cosine_uap", "dominant"]},
+              col_order={"model": PAPER_MODELS}, corner="method · proxy set"),
+    TableSpec("table5_topk", "Table 5: top-k ratios (%) of each attack", ["table5", "table3", "table1"],
+              rows=["model"], cols=["attack"], values=["top1_ratio", "top3_ratio", "top5_ratio"],
+              filters={"full": {"model": "vgg19", "dataset": "imagenet", "loss": "cos", "target_class": None},
+                       "embedded": {"dataset": "photos", "loss": "cos", "target_class": None}},
+              col_order={"attack": ["uap", "gap", "nag", "ft_uap", "tuap", "sgd_uap", "cosine_uap", "dominant"]},
+              corner="model · top-k"),
+    TableSpec("table6_transfer", "Table 6: the ImageNet pattern against a new head on the frozen backbone",
+              ["table6"], rows=["model", "dataset"], cols=[],
+              values=["head_accuracy", "dominant_class_name", "dominant_confidence", "fooling_rate",
+                      "dominance_ratio", "cos_loss_features", "adv_accuracy"],
+              corner="backbone · downstream task"),
+    TableSpec("tableA1_seeds", "Table A.1: fooling rate (%), mean ± std over seeds",
+              ["tableA1", "table2", "table1", "table3", "fig5"], rows=["dataset"], cols=["model"],
+              values=["fooling_rate"], filters={"full": dict(UNTARGETED), "embedded": dict(UNTARGETED)},
+              row_order={"dataset": ["imagenet", "coco", "biggan", "photos", "synthetic"]},
+              col_order={"model": PAPER_MODELS}, corner="fit set"),
+    TableSpec("fig3_layers", "Figure 3: per-layer SSIM for one image", ["fig3"],
+              rows=["model", "dataset"], cols=[], values=["ssim_pattern_last", "ssim_image_last", "takeover_layer",
+                                                          "num_layers"], figure="fig3"),
+    TableSpec("fig4_layers", "Figure 4: per-layer SSIM, mean ± std over the evaluation set", ["fig4"],
+              rows=["model", "dataset"], cols=[],
+              values=["ssim_pattern_last", "ssim_image_last", "takeover_layer", "num_layers", "num_images"],
+              figure="fig4"),
+    TableSpec("fig5_examples", "Figure 5: adversarial examples (dominance ratio %, dominant class)",
+              ["fig5", "table2", "table1"], rows=["model"], cols=[], values=["dominant_class_name", "dominance_ratio"],
+              filters={"full": {**UNTARGETED, "dataset": "imagenet", "seed": 0},
+                       "embedded": {**UNTARGETED, "dataset": "photos", "seed": 0}},
+              figure="examples"),
+    TableSpec("transfer_matrix", "Transfer matrix: fooling rate (%) of each source pattern on each target",
+              ["transfer_matrix"], rows=["source_model", "source_dataset"],
+              cols=["model", "dataset"], values=["fooling_rate", "dominance_ratio"],
+              corner="pattern (source model · fit set)", figure="matrix"),
+    TableSpec("targeted", "Targeted: dominance ratio (%) per chosen class vs the untargeted pattern",
+              ["targeted", "table1"], rows=["target_class"], cols=["model"],
+              values=["dominant_class_name", "dominant_confidence", "dominance_ratio"],
+              filters={"full": {"attack": "dominant", "loss": "cos", "dataset": "imagenet"},
+                       "embedded": {"attack": "dominant", "loss": "cos", "dataset": "photos"}},
+              corner="target class", figure="targeted"),
+]
+
+
+def task_names(spec: TableSpec, scale: str) -> list[str]:
+    return [f"{t}_embedded" if scale == "embedded" else t for t in spec.tasks]
