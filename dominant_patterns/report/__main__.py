@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dominant_patterns.report import __doc__ as DOC
 from dominant_patterns.report.build import build_report
+from dominant_patterns.report.scorecard import build_claims
 from dominant_patterns.report.specs import SCALES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +21,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--experiments", type=Path, default=ROOT / "experiments", help="where tables are written")
     parser.add_argument("--scale", choices=SCALES, default="embedded")
     parser.add_argument("--only", nargs="*", help="table names (default: all)")
+    parser.add_argument("--claims", type=Path, metavar="PAGE", help="write the claims scorecard (docs/claims.md) "
+                        "from the embedded runs instead of the tables")
+    parser.add_argument("--strongest", nargs="*", default=[], help="with --claims: the baselines compared with "
+                        "the dominant pattern and Cosine-UAP over seeds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.claims:
+        claims = build_claims(args.outputs, args.claims, args.experiments, args.strongest)
+        for c in claims:
+            print(f"{c.key}: {c.verdict}")
+        print(f"claims: {args.claims}")
+        return
     built = build_report(args.outputs, args.experiments, args.scale, args.only)
     for b in built:
         print(f"{b.spec.name}: {b.runs} runs -> {args.experiments / b.spec.name / (args.scale + '.md')}")
