@@ -5,6 +5,7 @@ output otherwise) the SSIM between the features of delta + x and those of delta,
 delta + x and x, per evaluation image. SSIM comes from pytorch-msssim on the C-channel feature
 maps; each pair is min-max scaled jointly (per image) to [0, 1] first, and the Gaussian window
 shrinks to the largest odd size the feature map allows (layers smaller than 3x3 are skipped).
+A transformer block's tokens [B, N, C] are read as a [B, C, g, g] map of the last g*g (patch) tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def window_for(shape: torch.Size | tuple[int, ...], largest: int = 11) -> int | 
     return side if side >= 3 else None
 
 
+def as_feature_map(t: torch.Tensor) -> torch.Tensor:
+    """Tokens [B, N, C] whose last g*g form the patch grid (after class/register tokens) -> [B, C, g, g]."""
+    if t.dim() != 3:
+        return t
+    side = int(t.shape[1] ** 0.5)
+    if side < 1:
+        return t
+    return t[:, t.shape[1] - side * side:].transpose(1, 2).reshape(t.shape[0], t.shape[2], side, side)
+
+
 def joint_scale(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max scale each image of ``a`` and ``b`` to [0, 1] with shared bounds."""
     dims = tuple(range(1, a.dim()))
@@ -40,7 +51,8 @@ def joint_scale(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def feature_ssim(a: torch.Tensor, b: torch.Tensor, largest_window: int = 11) -> torch.Tensor:
-    """Per-image SSIM of two feature batches [B, C, H, W] (NaN where the map is too small)."""
+    """Per-image SSIM of two feature batches [B, C, H, W] or tokens (NaN where the map is too small)."""
+    a, b = as_feature_map(a), as_feature_map(b)
     if a.dim() != 4:
         return torch.full((a.shape[0],), float("nan"))
     win = window_for(a.shape, largest_window)
@@ -74,13 +86,14 @@ def layer_ssim(model: ClassifierWrapper, delta: torch.Tensor, loader: Iterable[A
             clean = {k: v.clone() for k, v in acts.items()}
             model((x + delta).clamp(0, 1))
             for name in names:
-                adv = acts[name]
-                ref = pattern_acts[name].expand_as(adv)
+                adv = as_feature_map(acts[name])
+                ref = as_feature_map(pattern_acts[name]).expand_as(adv)
                 scores[name]["pattern"].append(feature_ssim(adv, ref, largest_window))
-                scores[name]["image"].append(feature_ssim(adv, clean[name], largest_window))
+                scores[name]["image"].append(feature_ssim(adv, as_feature_map(clean[name]), largest_window))
                 if keep_maps_of is not None and seen <= keep_maps_of < seen + x.shape[0] and adv.dim() == 4:
                     i = keep_maps_of - seen
-                    maps[name] = {"x": clean[name][i].mean(0).cpu(), "delta": pattern_acts[name][0].mean(0).cpu(),
+                    maps[name] = {"x": as_feature_map(clean[name])[i].mean(0).cpu(),
+                                  "delta": ref[0].mean(0).cpu(),
                                   "adv": adv[i].mean(0).cpu()}
             seen += x.shape[0]
     out = {n: {k: torch.cat(v).numpy() for k, v in d.items()} for n, d in scores.items()}

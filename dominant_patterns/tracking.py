@@ -2,7 +2,8 @@
 by :mod:`dominant_patterns.records`), both mirrored to W&B (the dashboard).
 
 W&B is optional and fallible: a failure in init, log or finish is warned about once and the
-local files are still written.
+local files are still written. W&B itself prints nothing (``silent``: no banner, no run history/summary
+after the run's result table); one log line says where the run went (its URL, or the folder to sync).
 """
 
 from __future__ import annotations
@@ -72,8 +73,18 @@ class RunRecorder:
             project=cfg.get("project", "dominant-patterns"), entity=cfg.get("entity"), group=cfg.get("group"),
             job_type=cfg.get("job_type"), name=cfg.get("run_name"), tags=tags, mode=mode,
             dir=str(self.out_dir), config={**config, "commit": self.identity.get("commit")},
-            reinit="finish_previous", settings=wandb.Settings(console="off"),
+            reinit="finish_previous", settings=wandb.Settings(console="off", silent=True),
         )
+        self._say_where(mode)
+
+    def _say_where(self, mode: str) -> None:
+        """One log line instead of W&B's banner: the run's URL online, else the folder to upload."""
+        url = getattr(self._run, "url", None) if mode == "online" else None
+        if url:
+            log.info("W&B run: %s", url)
+            return
+        folder = Path(getattr(self._run, "dir", None) or self.out_dir).parent
+        log.info("W&B %s run saved; upload it later with: wandb sync %s", mode, folder)
 
     def _guard(self, what: str, fn: Any) -> Any:
         try:
