@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dominant_patterns.report import __doc__ as DOC
 from dominant_patterns.report.build import build_report
-from dominant_patterns.report.scorecard import build_claims
+from dominant_patterns.report.scorecard import build_claims, strongest_baselines
 from dominant_patterns.report.specs import SCALES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "from the embedded runs instead of the tables")
     parser.add_argument("--strongest", nargs="*", default=[], help="with --claims: the baselines compared with "
                         "the dominant pattern and Cosine-UAP over seeds")
+    parser.add_argument("--print-strongest", type=int, metavar="N", help="print the N strongest baselines of the "
+                        "embedded Table 3 (comma-separated) and exit")
     args = parser.parse_args(argv)
+    if args.print_strongest:
+        print(",".join(strongest_baselines(args.outputs, args.print_strongest)))
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.claims:
         claims = build_claims(args.outputs, args.claims, args.experiments, args.strongest)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dominant_patterns.records import load_records, newest_per_cell
-from dominant_patterns.report.claim_data import Claim
+from dominant_patterns.report.claim_data import MODELS, Claim
 from dominant_patterns.report.claims import (
     RULES,
     claim_baselines,
@@ -36,7 +36,19 @@ def readings(path: Path) -> dict[str, str]:
 
 #: The embedded tasks whose runs share the scorecard's one budget.
 CLAIM_TASKS = ("table1_embedded", "table2_embedded", "tableA1_embedded", "table3_embedded", "table4_embedded",
-               "table6_embedded", "fig4_embedded", "sweep_embedded", "claims_xi_embedded", "claims_baselines_embedded")
+               "table6_embedded", "fig4_embedded", "claims_xi_embedded", "claims_baselines_embedded")
+
+
+def strongest_baselines(outputs: Path, n: int = 2, exclude: Sequence[str] = ("cosine_uap", "dominant")) -> list[str]:
+    """The ``n`` baselines of the embedded Table 3 (EfficientNet-Lite0, photos, seed 0) with the highest fooling
+    rate, ``exclude`` left out: the controlled test's rule for "the two strongest other baselines"."""
+    df = load_records(outputs, ["table3_embedded"])
+    if df.empty:
+        return []
+    df = newest_per_cell(df)
+    df = df[(df["kind"].fillna("run") == "run") & (df["model"] == MODELS[0]) & (df["dataset"] == "photos")
+            & (df["seed"] == 0) & ~df["attack"].isin(list(exclude))]
+    return list(df.sort_values("fooling_rate", ascending=False)["attack"].head(n))
 
 
 def budget_text(df: pd.DataFrame) -> str:
