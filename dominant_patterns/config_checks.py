@@ -39,6 +39,7 @@ from dominant_patterns.checks import (
     check_positive_int,
     check_xi,
 )
+from dominant_patterns.devices import visible_gpu_count
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.loops import TrainerSettings
 
@@ -137,6 +138,7 @@ class AttackSchema:
     steps: Optional[int] = None
     target_class: Optional[int] = None
     target_weight: Optional[float] = None
+    num_patterns: Optional[int] = None
 
 
 # The trainer group is typed by the loop's own settings dataclass (one list of fields).
@@ -169,6 +171,16 @@ def register_schemas() -> None:
 
 
 register_schemas()
+
+
+def register_resolvers() -> None:
+    """``${gpus_or:N}``: the number of GPUs here, counted without touching CUDA (the launcher's parent stays
+    CUDA-free), or ``N`` where there is none; ``conf/hydra/launcher/*.yaml`` size their jobs with it."""
+    if not OmegaConf.has_resolver("gpus_or"):
+        OmegaConf.register_new_resolver("gpus_or", lambda default: visible_gpu_count() or int(default))
+
+
+register_resolvers()
 
 
 def _describe(tp: Any) -> str:
@@ -226,6 +238,8 @@ def check_ranges(cfg: DictConfig) -> None:
     attack = cfg.get("attack")
     if attack is not None and attack.get("lr") is not None:
         check_positive("attack.lr", attack.lr)
+    if attack is not None:
+        check_num_patterns(attack)
     if "seed" in cfg:
         check_number("seed", cfg.seed, integer=True)
     check_task_name(cfg.get("task_name", ""))
@@ -243,6 +257,21 @@ def check_config(cfg: DictConfig, app: str) -> None:
                           f"not `{APPS[app]}`")
     validate_config(cfg)
     check_ranges(cfg)
+
+
+#: The attack that fits K patterns in one pass (``attack.num_patterns``).
+MULTI_PATTERN_ATTACKS = ("dominant",)
+
+
+def check_num_patterns(attack: DictConfig) -> int:
+    """``attack.num_patterns`` (default 1): an integer >= 1, above 1 only for the dominant pattern."""
+    value = attack.get("num_patterns")
+    k = 1 if value is None else check_at_least("attack.num_patterns", value, 1)
+    if k > 1 and attack.get("name") not in MULTI_PATTERN_ATTACKS:
+        raise ConfigError(f"attack.num_patterns={k} fits K dominant patterns in one pass; attack={attack.get('name')} "
+                          f"has no K-pattern fit (valid: attack={', '.join(MULTI_PATTERN_ATTACKS)}). "
+                          "Run its seeds as a multirun instead, e.g. seed=0,1,2")
+    return int(k)
 
 
 def check_task_name(task: Any) -> None:

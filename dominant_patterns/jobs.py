@@ -19,7 +19,7 @@ import logging
 import random
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -35,7 +35,7 @@ from dominant_patterns.artifacts import load_pattern
 from dominant_patterns.checkpoint import Interrupted
 from dominant_patterns.config_checks import APPS, check_config
 from dominant_patterns.data import SplitDataset, build_dataset
-from dominant_patterns.devices import resolve_device
+from dominant_patterns.devices import claim_device, describe_device, resolve_device, start_device, stop_device
 from dominant_patterns.errors import UserInputError
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
 from dominant_patterns.models import ClassifierWrapper, build_model
@@ -61,35 +61,63 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class Job:
-    """An open job: its config, app (``kind``), output dir and loop settings; :meth:`record` opens the recorder."""
+    """An open job: its config, app (``kind``), output dir, loop settings (``settings.device`` resolved to
+    ``device``); :meth:`record` opens the recorder."""
 
     cfg: DictConfig
     kind: str
     out_dir: Path
     settings: TrainerSettings
     recorder: RunRecorder | None = None
+    device: torch.device | None = None
+    recorders: list[RunRecorder] = field(default_factory=list)
 
     def record(self, **identity: Any) -> RunRecorder:
         """Write ``config_resolved.yaml`` and open the recorder of this job's identity (``records.run_identity``)."""
-        (self.out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-        full = run_identity(self.kind, self.cfg.task_name, self.cfg.tags, **identity)
-        self.recorder = RunRecorder(self.out_dir, container(self.cfg.logger), container(self.cfg), full)
+        self.recorder = self.open_recorder(self.out_dir, self.cfg, identity)
         return self.recorder
+
+    def open_recorder(self, out_dir: Path, cfg: DictConfig, identity: dict[str, Any], *,
+                      concurrent: bool = False) -> RunRecorder:
+        """A recorder of one record in ``out_dir`` (``config_resolved.yaml`` of ``cfg`` written there, the job's
+        device on its identity), closed with the job; ``concurrent``: beside the job's other recorders (one
+        W&B run each, e.g. one per pattern of a K-pattern fit)."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        full = run_identity(self.kind, cfg.task_name, cfg.tags, **identity, **describe_device(self.device))
+        recorder = RunRecorder(out_dir, container(cfg.logger), container(cfg), full, concurrent=concurrent)
+        self.recorders.append(recorder)
+        return recorder
+
+
+def job_number() -> int | None:
+    """This job's number in a multirun (Hydra's ``job.num``); None in a single run."""
+    hydra_cfg = HydraConfig.get()
+    return int(hydra_cfg.job.num) if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
 @contextlib.contextmanager
 def open_job(cfg: DictConfig, kind: str) -> Iterator[Job]:
-    """Check the whole config, then yield the job; its recorder (if opened) is closed with the job's exit code."""
+    """Check the whole config, take the job's device, then yield the job; its recorders are closed with the
+    job's exit code.
+
+    The device: ``trainer.device`` resolved once for the job (``devices.claim_device``: ``auto`` spreads a
+    multirun's jobs over the GPUs by job number, ``cuda:K`` pins one), held until the job ends.
+    """
     check_config(cfg, kind)
     settings = TrainerSettings.from_config(container(cfg.trainer))
-    job = Job(cfg, kind, Path(HydraConfig.get().runtime.output_dir), settings)
-    exit_code = 1
-    try:
-        yield job
-        exit_code = 0
-    finally:
-        if job.recorder is not None:
-            job.recorder.close(exit_code)
+    with claim_device(settings.device, job_number()) as device:
+        start_device(device)
+        job = Job(cfg, kind, Path(HydraConfig.get().runtime.output_dir), replace(settings, device=str(device)),
+                  device=device)
+        exit_code = 1
+        try:
+            yield job
+            exit_code = 0
+        finally:
+            for recorder in job.recorders:
+                recorder.close(exit_code)
+            stop_device(device)
 
 
 def guarded(task: Callable[[], T]) -> T | None:
@@ -142,11 +170,14 @@ def load_model(cfg: DictConfig, settings: TrainerSettings) -> ClassifierWrapper:
     return model
 
 
-def load_datasets(cfg: DictConfig, model: ClassifierWrapper) -> tuple[SplitDataset, SplitDataset]:
-    """Fit and evaluation sets; the evaluation set defaults to the fit dataset's held-out split."""
-    fit_set = build_dataset(container(cfg.dataset), split="fit", image_size=model.input_size, seed=int(cfg.seed))
+def load_datasets(cfg: DictConfig, model: ClassifierWrapper,
+                  seed: int | None = None) -> tuple[SplitDataset, SplitDataset]:
+    """Fit and evaluation sets of ``seed`` (default ``cfg.seed``); the evaluation set defaults to the fit
+    dataset's held-out split."""
+    seed = int(cfg.seed) if seed is None else seed
+    fit_set = build_dataset(container(cfg.dataset), split="fit", image_size=model.input_size, seed=seed)
     eval_cfg = cfg.get("eval_dataset") or cfg.dataset
-    eval_set = build_dataset(container(eval_cfg), split="eval", image_size=model.input_size, seed=int(cfg.seed))
+    eval_set = build_dataset(container(eval_cfg), split="eval", image_size=model.input_size, seed=seed)
     return fit_set, eval_set
 
 

@@ -50,12 +50,15 @@ class RunRecorder:
         logger_cfg: the ``logger`` config (``name: wandb|none``, project, entity, mode, group, ...).
         config: the resolved run config (logged to W&B at init).
         identity: the run's identity (``records.run_identity``), stored in ``metrics.json``.
+        concurrent: open the W&B run beside the process's other open runs (the K records of one
+            K-pattern job); by default any run left open in this process is finished first.
     """
 
     def __init__(self, out_dir: Path, logger_cfg: Mapping[str, Any], config: Mapping[str, Any],
-                 identity: Mapping[str, Any]) -> None:
+                 identity: Mapping[str, Any], *, concurrent: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.identity = dict(identity)
+        self.concurrent = concurrent
         self.jsonl = self.out_dir / "metrics.jsonl"
         self._run: Any = None
         self._warned = False
@@ -73,7 +76,8 @@ class RunRecorder:
             project=cfg.get("project", "dominant-patterns"), entity=cfg.get("entity"), group=cfg.get("group"),
             job_type=cfg.get("job_type"), name=cfg.get("run_name"), tags=tags, mode=mode,
             dir=str(self.out_dir), config={**config, "commit": self.identity.get("commit")},
-            reinit="finish_previous", settings=wandb.Settings(console="off", silent=True),
+            reinit="create_new" if self.concurrent else "finish_previous",
+            settings=wandb.Settings(console="off", silent=True),
         )
         self._say_where(mode)
 

@@ -13,7 +13,8 @@ APPS = {"dominant_patterns.run", "dominant_patterns.evaluate", "dominant_pattern
         "dominant_patterns.transfer", "dominant_patterns.report", "dominant_patterns.dashboard"}
 #: Infrastructure: what the apps share (records, jobs, config checks, tracking, display, sweep status).
 INFRASTRUCTURE = {"dominant_patterns.records", "dominant_patterns.jobs", "dominant_patterns.config_checks",
-                  "dominant_patterns.tracking", "dominant_patterns.display", "dominant_patterns.sweep_status"}
+                  "dominant_patterns.tracking", "dominant_patterns.display", "dominant_patterns.sweep_status",
+                  "dominant_patterns.multi_fit"}
 MAX_LINES = 400
 
 
