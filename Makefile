@@ -109,3 +109,13 @@ paper-embedded: venv fashion-mnist  ## every table and figure at the embedded sc
 
 report: venv  ## tables (Markdown + LaTeX), figures and experiments/$(SCALE).html from outputs/**/metrics.json
 	$(PY) -m dominant_patterns.report --scale $(SCALE) $(REPORT_ARGS)
+
+.PHONY: sweep-embedded dashboard report-check
+sweep-embedded: venv  ## EfficientNet-Lite0/1/2 x photos/synthetic x ED/CoS: the offline miniature of the 7 x 3 sweep (12 jobs, CPU)
+	nice -n $${NICE:-0} $(call experiment,sweep_embedded) $(EMBEDDED_ARGS) $(ARGS)
+
+dashboard: venv  ## W&B workspace with one section per paper table (logger.entity/project; DASHBOARD_ARGS="--dry-run" writes the spec only)
+	$(PY) -m dominant_patterns.dashboard $(DASHBOARD_ARGS)
+
+report-check: venv  ## render experiments/$(SCALE).html in headless Chromium: every table and image loads; screenshot
+	$(PY) -m dominant_patterns.report.browser_check experiments/$(SCALE).html --screenshot experiments/report_screenshot.png

@@ -21,7 +21,7 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     out.mkdir(parents=True, exist_ok=True)
     part = table_frame(df, spec, scale)
     # at the embedded scale only missing attacks and losses show as empty rows/columns (no paper models/data here)
-    ours = pivot(part, spec.rows, spec.cols, spec.values, spec.row_order, spec.col_order,
+    ours = pivot(part, spec.rows, spec.cols, spec.values, *spec.orders(scale),
                  fill_missing=None if scale == "full" else ["attack", "loss"])
     table = with_paper_rows(ours, read_paper(out))
     for old in out.glob(f"{scale}_*.png"):
@@ -30,7 +30,7 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     if fig_dir.exists():
         shutil.rmtree(fig_dir)
     fig_dir.mkdir()
-    figures = make_figures(spec, part, fig_dir) if not part.empty else []
+    figures = make_figures(spec, part, fig_dir, scale) if not part.empty else []
     extra = layers_table(part) if spec.kind == "layers" else None
     md = [f"# {spec.title} ({scale} scale)", "",
           f"Runs: {len(part)} (tasks: {', '.join(task_names(spec, scale))}); `ours` = this repository, "

@@ -1,4 +1,5 @@
-"""The figures of the report: pattern grids, copied run figures, transfer heatmaps, the targeted bars."""
+"""The figures of the report: pattern grids, copied run figures, transfer heatmaps, the targeted bars and
+the comparison bars (dominance ratio and fooling rate per method / loss / fit set and backbone)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from dominant_patterns.artifacts import pyplot
-from dominant_patterns.display import METRIC_NAMES
+from dominant_patterns.display import ATTACK_NAMES, LOSS_NAMES, METRIC_NAMES
 from dominant_patterns.report.specs import TableSpec
+
+#: The chart next to a comparison table (the HTML page puts it beside the table).
+BARS = "bars.png"
+#: Keys whose values a comparison chart groups the bars by, in order of preference.
+CATEGORY_KEYS = ("attack", "loss", "dataset")
+BAR_METRICS = ("dominance_ratio", "fooling_rate")
 
 
 def figure_patterns(part: pd.DataFrame, out: Path) -> list[Path]:
@@ -94,7 +101,68 @@ def figure_targeted(part: pd.DataFrame, out: Path) -> list[Path]:
     return [path]
 
 
-def make_figures(spec: TableSpec, part: pd.DataFrame, out: Path) -> list[Path]:
+def _ordered(values: pd.Series, order: Sequence[object]) -> list[object]:
+    present = list(dict.fromkeys(values.dropna().tolist()))
+    return sorted(present, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
+
+
+def comparison_keys(spec: TableSpec) -> tuple[str, str] | None:
+    """(category key, series key) of a comparison table (a fitting table with a method, loss or fit-set axis
+    and a backbone axis), else None."""
+    keys = [*spec.rows, *spec.cols]
+    category = next((k for k in CATEGORY_KEYS if k in keys), None)
+    if spec.kind != "run" or category is None or "model" not in keys or spec.figure == "targeted":
+        return None
+    return category, "model"
+
+
+def figure_bars(spec: TableSpec, part: pd.DataFrame, out: Path, scale: str) -> list[Path]:
+    """Grouped bars of dominance ratio and fooling rate (mean ± std over seeds): one group per method /
+    loss / fit set, one bar per backbone, in the table's orders."""
+    keys = comparison_keys(spec)
+    metrics = [m for m in BAR_METRICS if m in part.columns and part[m].notna().any()]
+    if keys is None or not metrics:
+        return []
+    category, series = keys
+    part = part[part[category].notna() & part[series].notna()]
+    if part.empty:
+        return []
+    rows, cols = spec.orders(scale)
+    orders = {**rows, **cols}
+    cats = _ordered(part[category], orders.get(category, []))
+    models = _ordered(part[series], orders.get(series, []))
+    names = {"attack": ATTACK_NAMES, "loss": LOSS_NAMES}.get(category, {})
+    plt = pyplot()
+    width = 0.8 / len(models)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.0, 0.9 * len(cats) * max(1, len(models) / 2)) *
+                                                      len(metrics) / 1.4, 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for j, model in enumerate(models):
+            stats = [part.loc[(part[category] == c) & (part[series] == model), metric].astype(float) * 100
+                     for c in cats]
+            means = [s.mean() if len(s) else float("nan") for s in stats]
+            errs = [s.std(ddof=1) if len(s) > 1 else 0.0 for s in stats]
+            xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(cats))]
+            ax.bar(xs, means, width * 0.95, yerr=errs, capsize=2, label=str(model))
+        ax.set_xticks(range(len(cats)), [names.get(str(c), str(c)) for c in cats], rotation=30 if len(cats) > 3
+                      else 0, ha="right" if len(cats) > 3 else "center", fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel(METRIC_NAMES[metric], fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    path = out / BARS
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def make_figures(spec: TableSpec, part: pd.DataFrame, out: Path, scale: str = "embedded") -> list[Path]:
+    """The spec's own figure, with the comparison bars first for comparison tables."""
+    return figure_bars(spec, part, out, scale) + _own_figure(spec, part, out)
+
+
+def _own_figure(spec: TableSpec, part: pd.DataFrame, out: Path) -> list[Path]:
     if spec.figure == "patterns":
         return figure_patterns(part, out)
     if spec.figure == "examples":

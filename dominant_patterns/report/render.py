@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from dominant_patterns.report.figures import BARS
 from dominant_patterns.report.specs import TableSpec
 from dominant_patterns.report.tables import MISSING
 
@@ -51,27 +52,36 @@ def to_latex(table: pd.DataFrame, caption: str, corner: str = "") -> str:
 
 
 def write_html(built: Sequence[BuiltTable], path: Path, scale: str) -> None:
-    """One static page with every table and figure (no W&B needed)."""
+    """One static page with every table and figure (no W&B needed, nothing loaded from elsewhere); a
+    comparison table's bar chart (``figures.BARS``) stands beside it."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dominant-patterns: {scale} results</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
              "font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:center}"
              "th:first-child,td:first-child{text-align:left}tr.paper td{color:#777;font-style:italic}"
-             "img{max-width:640px;margin:4px;border:1px solid #eee}section{margin-bottom:2.5em}</style></head><body>",
+             "img{max-width:640px;margin:4px;border:1px solid #eee}section{margin-bottom:2.5em}"
+             ".pair{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}.pair img.bars{max-width:620px}"
+             "</style></head><body>",
              f"<h1>dominant-patterns: {scale}-scale tables and figures</h1>",
              "<p>Rows labeled <i>paper</i> are the published numbers (reference only). "
              f"{MISSING} = no run for that cell.</p>"]
     for b in built:
         parts.append(f"<section id='{b.spec.name}'><h2>{html.escape(b.spec.title)}</h2>"
                      f"<p>{b.runs} runs · <code>experiments/{b.spec.name}/{scale}.md</code></p>")
-        parts.append(_html_table(b.table, b.spec.corner))
+        bars = [f for f in b.figures if f.name == BARS]
+        parts.append("<div class='pair'>" + _html_table(b.table, b.spec.corner)
+                     + "".join(_html_image(f, path, "bars") for f in bars) + "</div>")
         if b.extra is not None:
             parts.append("<details><summary>per-layer SSIM</summary>" + _html_table(b.extra, "layer") + "</details>")
-        for fig in b.figures:
-            rel = fig.relative_to(path.parent).as_posix()
-            parts.append(f"<a href='{rel}'><img src='{rel}' alt='{html.escape(fig.stem)}'></a>")
+        parts += [_html_image(fig, path) for fig in b.figures if fig not in bars]
         parts.append("</section>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts))
+
+
+def _html_image(fig: Path, page: Path, cls: str = "") -> str:
+    rel = fig.relative_to(page.parent).as_posix()
+    klass = f" class='{cls}'" if cls else ""
+    return f"<a href='{rel}'><img{klass} src='{rel}' alt='{html.escape(fig.stem)}'></a>"
 
 
 def _html_table(table: pd.DataFrame, corner: str) -> str:

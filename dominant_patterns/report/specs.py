@@ -34,6 +34,16 @@ class TableSpec:
     corner: str = ""
     figure: str | None = None
 
+    def orders(self, scale: str) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """Row and column orders at ``scale``, with the backbones (``model``, ``source_model``) in that scale's
+        order (:data:`SCALE_MODELS`); at the embedded scale an order only sorts (missing models are not filled)."""
+        rows, cols = dict(self.row_order), dict(self.col_order)
+        for order, keys in ((rows, self.rows), (cols, self.cols)):
+            for key in MODEL_KEYS:
+                if key in order or (scale != "full" and key in keys):
+                    order[key] = list(SCALE_MODELS[scale])
+        return rows, cols
+
     @property
     def kind(self) -> str:
         """The app whose records feed the table: the ``app`` of ``conf/experiment/<name>.yaml``."""
@@ -42,6 +52,11 @@ class TableSpec:
 
 SCALES = ("embedded", "full")
 PAPER_MODELS = ["alexnet", "googlenet", "vgg16", "vgg19", "resnet50", "resnet152", "densenet121"]
+#: The embedded ImageNet backbones (PyPI wheels, offline), smallest first.
+EMBEDDED_MODELS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+#: The backbone order of each scale: columns of Tables 2-4 and A.1, rows of Table 1, both transfer-matrix axes.
+SCALE_MODELS = {"full": PAPER_MODELS, "embedded": EMBEDDED_MODELS}
+MODEL_KEYS = ("model", "source_model")
 UNTARGETED = {"attack": "dominant", "loss": "cos", "loss_layer": "logits", "target_class": None}
 
 TABLES: list[TableSpec] = [
