@@ -1,6 +1,7 @@
 """The Hydra app: fit a universal pattern, evaluate it beside noise floors, record everything.
 
     python -m dominant_patterns model=vgg19 dataset=coco dataset.root=/data/coco/train2017
+    python -m dominant_patterns attack.num_patterns=3      # seeds 0, 1, 2 in one pass (multi_fit.py)
 """
 
 from __future__ import annotations
@@ -20,15 +21,27 @@ from omegaconf import DictConfig
 from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.cache import cache_if_enabled, cached_clean_predictions, fast_loader
-from dominant_patterns.checkpoint import Checkpointer, flat_config
+from dominant_patterns.checkpoint import Checkpointer, fingerprint, flat_config
 from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
 from dominant_patterns.data import SplitDataset, save_split_record, to_float_batch
+from dominant_patterns.devices import peak_memory_gib
 from dominant_patterns.display import format_summary
 from dominant_patterns.jobs import container, guarded, load_datasets, load_model, open_job, seed_everything
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
 from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, mean_over_samples, noise_floors
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.records import finished_record
+from dominant_patterns.multi_fit import (
+    MULTI_PATTERN_TARGET,
+    PatternSlot,
+    all_finished,
+    combined,
+    fan_out_log,
+    fit_patterns,
+    job_config,
+    multi_fit_info,
+    open_recorders,
+    plan_patterns,
+)
 from dominant_patterns.sweep_status import JOB_NOTES
 from dominant_patterns.tracking import RunRecorder
 
@@ -38,17 +51,25 @@ FLOORS = ("random_noise", "random_sign")
 
 
 def build_attack(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings,
-                 recorder: RunRecorder) -> UniversalAttack:
-    """Instantiate ``cfg.attack`` (a ``_target_`` class) with the runtime objects it needs."""
+                 recorders: list[RunRecorder | None]) -> UniversalAttack:
+    """Instantiate ``cfg.attack`` (a ``_target_`` class) with the runtime objects it needs; with
+    ``attack.num_patterns`` > 1 the K-pattern fit, logging each pattern's loss to its own recorder."""
     params = container(cfg.attack)
     params.pop("name", None)
+    many = len(recorders) > 1
+    if many:
+        params["_target_"] = MULTI_PATTERN_TARGET
     factory = instantiate(params, _partial_=True, _convert_="all")
-    return factory(model=model, xi=float(cfg.xi), trainer=settings, seed=int(cfg.seed), on_log=recorder.log)
+    single = recorders[0].log if recorders[0] is not None else None
+    attack = factory(model=model, xi=float(cfg.xi), trainer=settings, seed=int(cfg.seed), on_log=single)
+    if many:
+        attack.on_log = fan_out_log(attack, recorders)
+    return attack
 
 
 def fit_identity(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset,
-                 eval_set: SplitDataset) -> dict[str, Any]:
-    """The identity fields of a fitting run (beside kind, task, tags and commit)."""
+                 eval_set: SplitDataset, seed: int) -> dict[str, Any]:
+    """The identity fields of a fitting run of ``seed`` (beside kind, task, tags and commit)."""
     return {
         "model": model.name,
         "dataset": fit_set.name,
@@ -61,7 +82,7 @@ def fit_identity(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDatase
         "target_class": cfg.attack.get("target_class"),
         "xi": float(cfg.xi),
         "xi_255": float(cfg.xi) * 255,
-        "seed": int(cfg.seed),
+        "seed": seed,
         "precision": cfg.trainer.precision,
         "clip_rule": "clamp(x + delta, 0, 1)",
     }
@@ -90,9 +111,11 @@ class RunData:
     cache_dir: str | None
 
 
-def load_run_data(cfg: DictConfig, model: ClassifierWrapper, out_dir: Path) -> RunData:
-    """The datasets (cached as decoded shards when ``dataset.cache``), their split records written beside the run."""
-    fit_set, eval_set = load_datasets(cfg, model)
+def load_run_data(cfg: DictConfig, model: ClassifierWrapper, out_dir: Path, seed: int) -> RunData:
+    """The datasets of ``seed`` (cached as decoded shards when ``dataset.cache``), their split records written
+    beside the run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fit_set, eval_set = load_datasets(cfg, model, seed)
     # dataset.cache: decode file-backed sets once into uint8 shards under paths.cache_dir (reused by later runs)
     cache_dir = cfg.paths.get("cache_dir")
     fit_set, fit_cache_seconds = cache_if_enabled(fit_set, cfg.dataset, cache_dir)
@@ -102,12 +125,13 @@ def load_run_data(cfg: DictConfig, model: ClassifierWrapper, out_dir: Path) -> R
     return RunData(fit_set, eval_set, fit_cache_seconds + eval_cache_seconds, cache_dir)
 
 
-def fit_attack(attack: UniversalAttack, loader: Any, out_dir: Path, identity: dict[str, Any],
-               checkpointer: Checkpointer) -> tuple[torch.Tensor, float]:
-    """``attack.fit(loader)`` and its seconds; a non-finite loss keeps the last good pattern and says how to go on."""
+def fit_attack(attack: UniversalAttack, loaders: list[Any], out_dir: Path, identity: dict[str, Any],
+               checkpointer: Checkpointer) -> tuple[list[torch.Tensor], float]:
+    """The patterns (one per loader, ``multi_fit.fit_patterns``) and their seconds; a non-finite loss keeps the
+    last good pattern(s) and says how to go on."""
     start = time.perf_counter()
     try:
-        delta = attack.fit(loader).detach().float()
+        deltas = fit_patterns(attack, loaders)
     except NonFiniteLossError as exc:
         kept = out_dir / "pattern_last_good.pt"
         if exc.pattern is not None:
@@ -116,14 +140,14 @@ def fit_attack(attack: UniversalAttack, loader: Any, out_dir: Path, identity: di
         raise NonFiniteLossError(f"{exc}. The last good pattern is in {kept}{ckpt}. Try a smaller attack.lr "
                                  "or trainer.precision=fp32, then rerun with resume=false",
                                  pattern=exc.pattern) from None
-    return delta, time.perf_counter() - start
+    return deltas, time.perf_counter() - start
 
 
 def evaluate_run(cfg: DictConfig, model: ClassifierWrapper, data: RunData, settings: TrainerSettings,
-                 patterns: dict[str, torch.Tensor]) -> tuple[EvaluationResult, float]:
-    """The patterns and the two noise floors scored on the evaluation set, and the seconds it took."""
+                 patterns: dict[str, torch.Tensor], seed: int) -> tuple[EvaluationResult, float]:
+    """The patterns and the two noise floors of ``seed`` scored on the evaluation set, and the seconds it took."""
     delta = next(iter(patterns.values()))
-    patterns = {**patterns, **noise_floors(tuple(delta.shape), float(cfg.xi), int(cfg.seed))}
+    patterns = {**patterns, **noise_floors(tuple(delta.shape), float(cfg.xi), seed)}
     eval_cfg = cfg.get("eval_dataset") or cfg.dataset
     loader = fast_loader(data.eval_set, batch_size=settings.eval_batch_size, shuffle=False,
                          num_workers=int(eval_cfg.get("num_workers") or 0), device=model.device)
@@ -145,78 +169,128 @@ def print_summary(out_dir: Path, model: ClassifierWrapper, data: RunData, cfg: D
     loss = results["attack_info"].get("loss")  # attacks that fit with a named loss report it
     loss_note = f" ({loss} loss)" if loss else ""
     timing = results["timing"]
-    print(f"\n{model.name} | {name}{loss_note} | fit: {data.fit_set.name} ({len(data.fit_set)} images) | eval: "
-          f"{data.eval_set.name} ({len(data.eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
+    joint = results.get("multi_fit")
+    seed_note = f" | seed {joint['seeds'][joint['index']]} of a {joint['num_patterns']}-pattern fit" if joint else ""
+    print(f"\n{model.name} | {name}{loss_note}{seed_note} | fit: {data.fit_set.name} ({len(data.fit_set)} images) "
+          f"| eval: {data.eval_set.name} ({len(data.eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
           f"fit {timing['fit_seconds']:.1f}s, evaluation {timing['eval_seconds']:.1f}s; outputs in {out_dir}",
           flush=True)
+
+
+@dataclass
+class JointFit:
+    """What the patterns of one job share: the fitted attack, its seconds, where it resumed, all its fit images."""
+
+    attack: UniversalAttack
+    seconds: float
+    resumed_from_step: int | None
+    fit_images: int
+    slots: list[PatternSlot]
+
+
+def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings, fit: JointFit,
+                   index: int, data: RunData, recorder: RunRecorder, delta: torch.Tensor) -> dict[str, Any]:
+    """Pattern ``index`` of the job: its artifacts, its evaluation (pattern and floors), its metrics.json."""
+    attack, slot, many = fit.attack, fit.slots[index], len(fit.slots) > 1
+    out_dir = slot.out_dir
+    save_pattern(out_dir / "pattern.pt", delta.cpu(), {**recorder.identity, "model_info": model.describe()})
+    save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
+    artifacts = attack.save_artifacts(out_dir)
+    name = str(cfg.attack.name) if many else attack.name  # a K-pattern record names the attack of a separate run
+    # a generator's result is a distribution: score Z samples (the first is pattern.pt), report their mean
+    samples = attack.sample_patterns()
+    scored = {name: delta} if samples is None else {f"{name}/sample_{i}": s for i, s in enumerate(samples)}
+    result, eval_seconds = evaluate_run(cfg, model, data, settings, scored, slot.seed)
+    write_examples(out_dir / "examples.png", model, data.eval_set, delta, result)
+    metrics, sample_stats = (result.patterns[name], None) if samples is None else mean_over_samples(
+        [result.patterns[k] for k in scored])
+    n_eval, n_patterns = len(data.eval_set), len(result.patterns)
+    timing = {
+        "fit_seconds": fit.seconds,
+        "eval_seconds": eval_seconds,
+        "cache_build_seconds": data.cache_seconds,
+        "fit_images_per_second": settings.epochs * fit.fit_images / fit.seconds if fit.seconds else None,
+        "eval_images_per_second": n_eval * (n_patterns + 1) / eval_seconds if eval_seconds else None,
+        **({"fit_patterns": len(fit.slots), "fit_seconds_per_pattern": fit.seconds / len(fit.slots)} if many else {}),
+    }
+    peak = peak_memory_gib(model.device)
+    results = {
+        "metrics": metrics,
+        "floors": {k: result.patterns[k] for k in FLOORS},
+        "timing": {**timing, **({"peak_memory_gib": peak} if peak is not None else {})},
+        "attack_info": {**attack.describe(), "name": name} if many else attack.describe(),
+        # unreadable image files are skipped (with a warning each) and counted here
+        "skipped_eval_images": n_eval - int(metrics["n_images"]),
+        # a separate run's fingerprint of this seed (``multi_fit.pattern_config``)
+        "config_fingerprint": fingerprint(slot.config),
+        "resumed_from_step": fit.resumed_from_step,
+        **({"sample_stats": sample_stats} if sample_stats is not None else {}),
+        **({"artifacts": artifacts} if artifacts else {}),
+        **({"multi_fit": multi_fit_info(fit.slots, index, out_dir.parent)} if many else {}),
+    }
+    recorder.log({"eval": metrics, "floors": results["floors"], "timing": results["timing"]})
+    recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})
+    recorder.finish(results)
+    print_summary(out_dir, model, data, cfg, name, results)
+    return results
+
+
+def fit_loaders(cfg: DictConfig, settings: TrainerSettings, model: ClassifierWrapper, slots: list[PatternSlot],
+                data: list[RunData]) -> list[Any]:
+    """Each pattern's fit loader: its fit set in the order of its seed."""
+    return [fast_loader(d.fit_set, batch_size=settings.batch_size, shuffle=True, seed=slot.seed,
+                        num_workers=int(cfg.dataset.get("num_workers") or 0), device=model.device)
+            for slot, d in zip(slots, data, strict=True)]
+
+
+def skip(slots: list[PatternSlot], out_dir: Path) -> dict[str, Any]:
+    """The finished records of a job that has nothing left to do."""
+    JOB_NOTES["status"] = "skipped"
+    log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
+    print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
+    records = [slot.previous for slot in slots if slot.previous is not None]
+    return records[0] if len(slots) == 1 else combined(slots, records)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One job: fit, evaluate (pattern and floors), save artifacts, write metrics.json.
 
-    A finished job is skipped, an interrupted one resumes; from the attack's start to the end,
-    SIGTERM/SIGUSR1 checkpoint and stop the job (``checkpoint.py``).
+    ``attack.num_patterns=K`` > 1 fits seeds ``seed ... seed+K-1`` in one pass, one record each under
+    ``seed_<s>/`` (:mod:`dominant_patterns.multi_fit`). A finished job (every pattern) is skipped, an
+    interrupted one resumes; from the attack's start to the end, SIGTERM/SIGUSR1 checkpoint and stop the
+    job (``checkpoint.py``).
     """
     JOB_NOTES.clear()
     with open_job(cfg, "run") as job:
         out_dir, settings = job.out_dir, job.settings
         run_config = flat_config(container(cfg))
-        previous = finished_record(out_dir, run_config, overwrite=bool(cfg.get("overwrite", False)))
-        if previous is not None:
-            JOB_NOTES["status"] = "skipped"
-            log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
-            print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
-            return previous
-        checkpointer = Checkpointer(out_dir, every=int(cfg.get("checkpoint_every", 0)), config=run_config,
+        slots = plan_patterns(cfg, out_dir, run_config)
+        if all_finished(slots, overwrite=bool(cfg.get("overwrite", False))):
+            return skip(slots, out_dir)
+        checkpointer = Checkpointer(out_dir, every=int(cfg.get("checkpoint_every", 0)),
+                                    config=job_config(run_config, slots),
                                     resume="false" if cfg.get("overwrite", False) else cfg.get("resume", "auto"))
         resumed = checkpointer.prepare()
         seed_everything(int(cfg.seed))
         model = load_model(cfg, settings)
-        data = load_run_data(cfg, model, out_dir)
-        recorder = job.record(**fit_identity(cfg, model, data.fit_set, data.eval_set))
+        data = [load_run_data(cfg, model, slot.out_dir, slot.seed) for slot in slots]
+        identities = [fit_identity(cfg, model, d.fit_set, d.eval_set, slot.seed)
+                      for slot, d in zip(slots, data, strict=True)]
+        recorders = open_recorders(job, cfg, slots, identities)
         with checkpointer.handle_signals():
-            attack = build_attack(cfg, model, settings, recorder)
+            attack = build_attack(cfg, model, settings, recorders)
             attack.checkpointer = checkpointer
-            fit_loader = fast_loader(data.fit_set, batch_size=settings.batch_size, shuffle=True, seed=int(cfg.seed),
-                                     num_workers=int(cfg.dataset.get("num_workers") or 0), device=model.device)
-            log.info("fitting %s on %s (%d images, %d epochs) for %s", attack.name, data.fit_set.name,
-                     len(data.fit_set), settings.epochs, model.name)
-            delta, fit_seconds = fit_attack(attack, fit_loader, out_dir, recorder.identity, checkpointer)
-            save_pattern(out_dir / "pattern.pt", delta.cpu(), {**recorder.identity, "model_info": model.describe()})
-            save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
-            artifacts = attack.save_artifacts(out_dir)
-            # a generator's result is a distribution: score Z samples (the first is pattern.pt), report their mean
-            samples = attack.sample_patterns()
-            scored = {attack.name: delta} if samples is None else {
-                f"{attack.name}/sample_{i}": s for i, s in enumerate(samples)}
-            result, eval_seconds = evaluate_run(cfg, model, data, settings, scored)
-            write_examples(out_dir / "examples.png", model, data.eval_set, delta, result)
-            metrics, sample_stats = (result.patterns[attack.name], None) if samples is None else mean_over_samples(
-                [result.patterns[k] for k in scored])
-            n_eval, n_patterns = len(data.eval_set), len(result.patterns)
-            results = {
-                "metrics": metrics,
-                "floors": {k: result.patterns[k] for k in FLOORS},
-                "timing": {
-                    "fit_seconds": fit_seconds,
-                    "eval_seconds": eval_seconds,
-                    "cache_build_seconds": data.cache_seconds,
-                    "fit_images_per_second": settings.epochs * len(data.fit_set) / fit_seconds if fit_seconds else None,
-                    "eval_images_per_second": n_eval * (n_patterns + 1) / eval_seconds if eval_seconds else None,
-                },
-                "attack_info": attack.describe(),
-                # unreadable image files are skipped (with a warning each) and counted here
-                "skipped_eval_images": n_eval - int(metrics["n_images"]),
-                "config_fingerprint": checkpointer.fingerprint,
-                "resumed_from_step": int(resumed["step"]) if resumed else None,
-                **({"sample_stats": sample_stats} if sample_stats is not None else {}),
-                **({"artifacts": artifacts} if artifacts else {}),
-            }
-            recorder.log({"eval": metrics, "floors": results["floors"], "timing": results["timing"]})
-            recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})
-            recorder.finish(results)
-            print_summary(out_dir, model, data, cfg, attack.name, results)
-            return results
+            loaders = fit_loaders(cfg, settings, model, slots, data)
+            log.info("fitting %s on %s (%d images, %d epochs) for %s%s", attack.name, data[0].fit_set.name,
+                     len(data[0].fit_set), settings.epochs, model.name,
+                     f", seeds {slots[0].seed}-{slots[-1].seed} in one pass" if len(slots) > 1 else "")
+            deltas, fit_seconds = fit_attack(attack, loaders, out_dir, identities[0], checkpointer)
+            fit = JointFit(attack, fit_seconds, int(resumed["step"]) if resumed else None,
+                           sum(len(d.fit_set) for d in data), slots)
+            results = [slot.previous if recorder is None else  # finished before an interruption: kept
+                       finish_pattern(cfg, model, settings, fit, i, d, recorder, delta)
+                       for i, (slot, d, recorder, delta) in enumerate(zip(slots, data, recorders, deltas, strict=True))]
+            return results[0] if len(slots) == 1 else combined(slots, results)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import GradientAttack
-from dominant_patterns.checks import check_choice, check_class
+from dominant_patterns.checks import check_at_least, check_choice, check_class
+from dominant_patterns.errors import ConfigError
 from dominant_patterns.losses import get_loss
 from dominant_patterns.models import ClassifierWrapper
 
@@ -33,13 +34,22 @@ class DominantPattern(GradientAttack):
         loss: ``{"name": "cos", "layer": "logits"}`` or a loss name.
         target_class: optional class to steer f(delta) towards (cross-entropy on f(delta)
             weighted by ``target_weight``, added to the similarity loss).
+        num_patterns: patterns fitted in one pass (``attack.num_patterns``): one here;
+            :class:`~dominant_patterns.attacks.multi_seed.MultiSeedDominant` fits K (``fit_many``).
     """
 
     name: ClassVar[str] = "dominant"
+    #: The most patterns one fit of this class makes (None: any number).
+    max_patterns: ClassVar[int | None] = 1
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, loss: dict[str, Any] | str = "cos",
-                 target_class: int | None = None, target_weight: float = 1.0, **kwargs: Any) -> None:
+                 target_class: int | None = None, target_weight: float = 1.0, num_patterns: int = 1,
+                 **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
+        k = check_at_least("attack.num_patterns", num_patterns, 1)
+        if self.max_patterns is not None and k > self.max_patterns:
+            raise ConfigError(f"attack.num_patterns={k}: {type(self).__name__} fits one pattern; "
+                              "MultiSeedDominant.fit_many fits K in one pass")
         spec = {"name": loss} if isinstance(loss, str) else dict(loss)
         self.loss_name = spec.get("name", "cos")
         self.loss_fn = get_loss(self.loss_name)

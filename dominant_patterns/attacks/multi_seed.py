@@ -59,15 +59,35 @@ class StackedLoader:
 
 
 class MultiSeedDominant(DominantPattern):
-    """:class:`DominantPattern` fitting K patterns at once with :meth:`fit_many` (``fit`` fits one)."""
+    """:class:`DominantPattern` fitting K patterns at once with :meth:`fit_many` (``fit`` fits one).
+
+    Each pattern's own loss is summed on the device (no sync) since the last :meth:`take_losses` of
+    each window (``"window"``, e.g. between log steps, and ``"epoch"``); the sums are checkpointed, so a
+    resumed fit reports the same per-pattern curves.
+    """
 
     name: ClassVar[str] = "dominant_multi"
+    max_patterns: ClassVar[int | None] = None
+    fit_state: ClassVar[tuple[str, ...]] = ("loss_sums", "loss_steps")
+    loss_sums: dict[str, torch.Tensor] | None = None
+    loss_steps: dict[str, int] | None = None
 
     def fit_many(self, loaders: Sequence[Iterable[Any]]) -> torch.Tensor:
         """K patterns [K, 3, S, S], pattern k fitted on ``loaders[k]``."""
         delta = torch.zeros((len(loaders), *self.shape), device=self.device)
+        self.loss_sums = {w: torch.zeros(len(loaders), device=self.device) for w in ("window", "epoch")}
+        self.loss_steps = {"window": 0, "epoch": 0}
         return optimize_pattern(self, delta, StackedLoader(loaders), self.loss, lr=self.lr,
                                 weight_decay=self.weight_decay)
+
+    def take_losses(self, window: str) -> list[float]:
+        """Each pattern's mean loss over the steps since the last call for ``window`` (one host sync)."""
+        assert self.loss_sums is not None and self.loss_steps is not None, "take_losses before fit_many"
+        steps = self.loss_steps[window]
+        means = (self.loss_sums[window] / max(steps, 1)).tolist()
+        self.loss_sums[window] = torch.zeros_like(self.loss_sums[window])
+        self.loss_steps[window] = 0
+        return means
 
     def loss(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Sum over k of the single-pattern loss; ``x`` [K, B, 3, S, S] with ``delta`` [K, 3, S, S]."""
@@ -83,9 +103,14 @@ class MultiSeedDominant(DominantPattern):
             logits, feats = self.model.forward_with_features(both)
             out = logits if self.layer == "logits" else feats
         out = out.reshape(k, b + 1, -1)
-        total = sum(self.loss_fn(out[i, :1], out[i, 1:]).mean() for i in range(k))
+        per_pattern = torch.stack([self.loss_fn(out[i, :1], out[i, 1:]).mean() for i in range(k)])
         if logits is not None:
             pattern_logits = logits.reshape(k, b + 1, -1)[:, 0].float()
             target = torch.full((k,), self.target_class, device=logits.device)  # type: ignore[arg-type]
-            total = total + self.target_weight * F.cross_entropy(pattern_logits, target, reduction="sum")
-        return total  # type: ignore[return-value]
+            per_pattern = per_pattern + self.target_weight * F.cross_entropy(pattern_logits, target, reduction="none")
+        if self.loss_sums is not None and self.loss_steps is not None:
+            with torch.no_grad():
+                for window, total in self.loss_sums.items():
+                    total += per_pattern.detach().float()
+                    self.loss_steps[window] += 1
+        return per_pattern.sum()
