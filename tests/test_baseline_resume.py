@@ -51,6 +51,25 @@ CASES: dict[str, tuple[str, dict[str, Any], int]] = {
     "fff": ("fff", {"max_iterations": 12, "val_every": 3, "halve_every": 5, "val_images": 16}, 7),
     "pd_ua": ("pd_ua", {"max_iterations": 10, "val_every": 3, "val_images": 16, "mc_samples": 2}, 7),
     "multi_seed": ("dominant", {"loss": "cos"}, 7),
+    # generators: GAP re-batches 8 -> 12 (rows carried), the 16 validation images are held out of training
+    "gap": ("gap", {"max_iterations": 10, "batch_size": 12, "val_every": 3, "val_images": 16, "ngf": 4,
+                    "n_blocks": 1}, 7),
+    "nag": ("nag", {"max_iterations": 10, "batch_size": 8, "val_every": 3, "val_images": 16, "ngf": 4,
+                    "val_samples": 4, "eval_samples": 3}, 7),
+    "nag_early": ("nag", {"max_iterations": 20, "batch_size": 8, "val_every": 2, "patience": 1, "val_images": 16,
+                          "ngf": 4, "val_samples": 4, "eval_samples": 3}, 3),
+    # AAA: 8 impressions, 3 at a time, at most 4 steps each (stage 1 up to step 12), then 6 generator steps;
+    # stopped in stage 1 (step 7) and in stage 2 (ci_steps 2: stage 1 ends by step 6)
+    "aaa": ("aaa", {"num_classes": 4, "per_class": 2, "ci_steps": 4, "ci_batch": 3, "max_iterations": 6,
+                    "batch_size": 4, "val_every": 3, "val_images": 16, "ngf": 4, "val_samples": 4,
+                    "eval_samples": 3, "cache_dir": None}, 7),
+    "aaa_stage2": ("aaa", {"num_classes": 4, "per_class": 2, "ci_steps": 2, "ci_batch": 3, "max_iterations": 6,
+                           "batch_size": 4, "val_every": 3, "val_images": 16, "ngf": 4, "val_samples": 4,
+                           "eval_samples": 3, "cache_dir": None}, 8),
+    # SGA: outer batches of 12 (3 per pass, then the pass's last 4 rows), 2 inner steps of 4 images per 12
+    "sga": ("sga", {"max_epochs": 2, "batch_size": 12, "minibatch": 4, "inner_iterations": 2}, 7),
+    "sga_cap": ("sga", {"max_epochs": 2, "max_iterations": 6, "batch_size": 12, "minibatch": 4,
+                        "inner_iterations": 2}, 5),
 }
 
 
@@ -153,7 +172,7 @@ def test_interrupted_fit_resumes_bitwise(tmp_path: Path, references: References,
 
 
 @pytest.mark.parametrize("case", ["uap", "uap_target", "tuap", "gd_uap", "gd_uap_early", "fff", "sgd_uap",
-                                  "multi_seed"])
+                                  "multi_seed", "gap", "nag_early", "aaa", "sga", "sga_cap"])
 def test_resuming_a_finished_fit_returns_its_pattern(tmp_path: Path, references: References, case: str) -> None:
     expected, _ = reference(references, case)
     assert torch.equal(fitter(case, Checkpointer(tmp_path, every=EVERY))[0](), expected)

@@ -28,6 +28,13 @@ FAST: dict[str, dict[str, Any]] = {
     "gd_uap": {"max_iterations": 60, "val_every": 20, "val_images": 64},
     "fff": {"max_iterations": 60, "val_every": 20, "val_images": 64, "halve_every": 0},
     "pd_ua": {"max_iterations": 30, "val_every": 10, "val_images": 64},
+    "gap": {"max_iterations": 20, "val_every": 10, "val_images": 32, "ngf": 4, "n_blocks": 1, "lr": 2e-3},
+    "nag": {"max_iterations": 20, "val_every": 10, "val_images": 32, "ngf": 4, "val_samples": 8, "eval_samples": 4,
+            "lr": 5e-3, "batch_size": 16},
+    "aaa": {"num_classes": 10, "per_class": 2, "ci_steps": 20, "ci_batch": 20, "max_iterations": 20, "val_every": 10,
+            "val_images": 32, "ngf": 4, "val_samples": 8, "eval_samples": 4, "lr": 5e-3, "batch_size": 16,
+            "cache_dir": None},
+    "sga": {"max_epochs": 1, "batch_size": 64},
 }
 
 

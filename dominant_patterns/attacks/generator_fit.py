@@ -1,0 +1,196 @@
+"""What the generator baselines (GAP, NAG, AAA) share: their checkpointed training loop, held-out
+validation with best-weights selection, and NAG's fooling and diversity losses.
+
+The loop (:func:`generator_loop`) follows the protocol of :mod:`dominant_patterns.checkpoint`: the
+attack keeps its network, optimizer, selection and counters on ``self`` and names them in
+``fit_state`` (so ``state_dict()`` holds them), and the loop adds the rows its re-batching carries and
+the finished flag. Each pass over the loader is one checkpoint epoch (resumed mid-pass by replaying
+its batch order); a data-free fit is one epoch of at most ``max_steps`` steps.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.validation import Validator, predict
+from dominant_patterns.checkpoint import StateFns
+from dominant_patterns.data import iterate_images
+from dominant_patterns.errors import ConfigError
+from dominant_patterns.loops import LoopOwner, Rebatcher
+
+
+def row_keys(x: torch.Tensor) -> torch.Tensor:
+    """One int64 key per image of ``x`` (its 8-bit pixels hashed exactly), to recognise held-out rows."""
+    q = (x.detach() * 255).round().to(torch.int64).flatten(1)
+    weights = torch.randint(1, 2 ** 31, (q.shape[1],), generator=torch.Generator().manual_seed(0))
+    return (q * weights.to(q.device)).sum(1)
+
+
+class HeldOut:
+    """Drops the validation images from the training stream (exact copies; augmented crops differ)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.keys = row_keys(images)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x[~torch.isin(row_keys(x), self.keys.to(x.device))]
+
+
+class Selection:
+    """The best generator weights by held-out fooling rate, and patience-based early stopping.
+
+    ``patience`` None: never stop early (GAP keeps the best of its fixed number of checks).
+    """
+
+    def __init__(self, validator: Validator, patience: int | None) -> None:
+        self.validator, self.patience = validator, patience
+        self.best_rate, self.bad_checks, self.checks = -1.0, 0, 0
+        self.best: dict[str, torch.Tensor] | None = None
+
+    def rate(self, patterns: torch.Tensor, target: int | None = None) -> float:
+        """Fooling rate on the validation images, image i perturbed by ``patterns[i % Z]`` (NAG's validation:
+        a batch of sampled perturbations over the images); with ``target``, the share predicted as it."""
+        v = self.validator
+        hits, step = 0, 128
+        for i in range(0, v.images.shape[0], step):
+            x = v.images[i:i + step]
+            idx = torch.arange(i, i + x.shape[0], device=x.device) % patterns.shape[0]
+            pred = predict(v.model, (x + patterns[idx]).clamp(0, 1), **v.kw)
+            hits += int((pred == target).sum()) if target is not None else int((pred != v.clean[i:i + step]).sum())
+        return hits / max(v.images.shape[0], 1)
+
+    def check(self, rate: float, net: nn.Module) -> bool:
+        """Keep ``net``'s weights if ``rate`` is the best so far; True when patience is exhausted."""
+        self.checks += 1
+        if rate > self.best_rate:
+            self.best_rate, self.bad_checks = rate, 0
+            self.best = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            self.bad_checks += 1
+        return self.patience is not None and self.bad_checks >= self.patience
+
+    def restore(self, net: nn.Module) -> None:
+        if self.best is not None:
+            net.load_state_dict(self.best)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_rate": self.best_rate, "bad_checks": self.bad_checks, "checks": self.checks, "best": self.best}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_rate, self.bad_checks = float(state["best_rate"]), int(state["bad_checks"])
+        self.checks = int(state["checks"])
+        device = self.validator.images.device
+        self.best = None if state["best"] is None else {k: v.to(device) for k, v in state["best"].items()}
+
+
+def generator_loop(owner: LoopOwner, step: Callable[[torch.Tensor | None], bool], *, max_steps: int,
+                   loader: Iterable[Any] | None = None, batch_size: int | None = None,
+                   keep: Callable[[torch.Tensor], torch.Tensor] | None = None, device: torch.device,
+                   desc: str) -> None:
+    """Call ``step(x)`` once per update until it returns True (done or early stop) or ``max_steps`` ran.
+
+    ``x``: batches of ``batch_size`` rows from endless passes over ``loader`` (rows ``keep`` removes
+    are skipped, e.g. held-out images), or None without a loader (data-free). The checkpointer saves
+    and restores ``owner.state_dict()``, the carried rows, the finished flag and the RNGs.
+    """
+    ck = owner.checkpointer
+    rebatch = Rebatcher(batch_size)
+    flags = {"stopped": False}
+    bar = tqdm(total=max_steps, desc=desc, disable=not owner.trainer.progress, unit="it", leave=False)
+
+    def get_state() -> dict[str, Any]:
+        return {"attack": owner.state_dict(), "stopped": flags["stopped"], "rest": rebatch.state()}
+
+    def put_state(state: Mapping[str, Any]) -> None:
+        owner.load_state_dict(state["attack"])
+        flags["stopped"] = bool(state["stopped"])
+        rebatch.load(state["rest"], device)
+        bar.update(ck.step)
+
+    def done() -> bool:
+        return flags["stopped"] or ck.step >= max_steps
+
+    def inputs(batches: Iterable[Any]) -> Iterator[torch.Tensor | None]:
+        if loader is None:
+            return (None for _ in batches)
+        fresh = ck.batch == 0
+
+        def images() -> Iterator[torch.Tensor]:
+            empty = True
+            for x, _ in iterate_images(batches, device):
+                empty = False
+                x = keep(x) if keep is not None else x
+                if x.shape[0]:
+                    yield x
+            if empty and fresh:
+                raise ConfigError("the fit loader yielded no images")
+
+        return rebatch(images())
+
+    state = StateFns(get_state, put_state)
+    passes = ck.epochs(state, max_steps, 1) if loader is None else ck.epochs(state, loader, sys.maxsize)
+    try:
+        for _, batches in passes:
+            if done():  # resumed a finished or early-stopped fit
+                break
+            for x in inputs(batches):
+                if step(x):
+                    flags["stopped"] = True
+                bar.update(1)
+                ck.step_done()  # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
+                if done():
+                    break
+            if done():
+                break
+        ck.save()  # the final state: a rerun (e.g. after a kill during evaluation) returns it at once
+    finally:
+        bar.close()
+
+
+def fooling_loss(probs: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """NAG's -log(1 - q_c), q_c the batch mean of the perturbed probability of each clean top-1 class."""
+    q = probs.gather(1, clean[:, None]).mean()
+    return -torch.log((1 - q).clamp_min(1e-6))
+
+
+def diversity_loss(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """-mean squared distance between the features of x + delta_n and x + delta_n' (NAG's ``feature_loss``)."""
+    return -F.mse_loss(f1.float(), f2.float())
+
+
+class GeneratorAttack(UniversalAttack):
+    """A universal attack whose result is a trained generator network ``self.net`` (Adam ``self.optimizer``).
+
+    ``state_dict`` holds the network, the optimizer and the selection through ``fit_state``;
+    :meth:`save_artifacts` writes ``generator.pt`` (weights, architecture and what the attack describes).
+    """
+
+    fit_state: ClassVar[tuple[str, ...]] = ("net", "optimizer", "selection", "steps_run")
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    selection: Selection | None
+
+    def architecture(self) -> dict[str, Any]:
+        """Constructor arguments of ``self.net`` (saved beside its weights)."""
+        return {}
+
+    def save_artifacts(self, out_dir: Path) -> list[str]:
+        payload = {"class": type(self.net).__name__, "architecture": self.architecture(),
+                   "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                   "attack_info": self.describe()}
+        torch.save(payload, Path(out_dir) / "generator.pt")
+        return ["generator.pt"]
+
+    def validation(self, loader: Iterable[Any], count: int, patience: int | None) -> Selection:
+        validator = Validator.from_loader(self.model, loader, self.device, count=count, patience=patience or 1,
+                                          settings=self.trainer)
+        return Selection(validator, patience)
