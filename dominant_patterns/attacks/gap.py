@@ -21,8 +21,10 @@ Departures: x + delta is clamped to [0, 1] like every method here (published: to
 (the published code tiles it over the batch; BatchNorm sees the same statistics either way); the
 validation images are the first ``val_images`` of the fit loader, removed from the training stream
 when they recur exactly (tensor-backed sets; augmented crops of a file set differ each pass).
-As published, the pattern is the generator's output in eval mode (BatchNorm running statistics);
-the training loss sees its train-mode output. ``max_iterations`` caps the 500 for CPU runs.
+BatchNorm normalises by the statistics of the generator's input also when the pattern is read
+out: the published code reads it in eval mode (running averages), which for its one fixed input
+converge to exactly these statistics, but lag far behind them after the tens of iterations of a CPU
+run (the read-out pattern then has almost no contrast). ``max_iterations`` caps the 500 for CPU runs.
 
 Usage::
 
@@ -83,12 +85,9 @@ class GAP(GeneratorAttack):
         return p * torch.clamp(self.xi / peak, max=1.0)
 
     def pattern(self) -> torch.Tensor:
-        """The generator's pattern in eval mode (as published), [3, S, S]."""
-        self.net.eval()
+        """The generator's pattern [3, S, S] for its fixed input."""
         with torch.no_grad():
-            delta = self.project(self.scale(self.net(self.noise.to(self.device)))[0])
-        self.net.train()
-        return delta
+            return self.project(self.scale(self.net(self.noise.to(self.device)))[0])
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         if self.target_class is not None:
@@ -138,4 +137,5 @@ class GAP(GeneratorAttack):
         return {**super().describe(), "lr": self.lr, "beta1": self.beta1, "batch_size": self.batch_size,
                 "iterations": self.iterations, "max_iterations": self.max_iterations,
                 "run_iterations": self.run_iterations, "steps_run": self.steps_run, "ngf": self.ngf,
-                "n_blocks": self.n_blocks, "target_class": self.target_class, "val_fooling_rate": self.val_rate}
+                "n_blocks": self.n_blocks, "target_class": self.target_class, "val_images": self.held_out(),
+                "val_fooling_rate": self.val_rate}

@@ -190,6 +190,10 @@ class GeneratorAttack(UniversalAttack):
         torch.save(payload, Path(out_dir) / "generator.pt")
         return ["generator.pt"]
 
+    def held_out(self) -> int:
+        """Validation images actually used (the fit set may hold fewer than asked for); 0 before ``fit``."""
+        return 0 if self.selection is None else int(self.selection.validator.images.shape[0])
+
     def validation(self, loader: Iterable[Any], count: int, patience: int | None) -> Selection:
         validator = Validator.from_loader(self.model, loader, self.device, count=count, patience=patience or 1,
                                           settings=self.trainer)

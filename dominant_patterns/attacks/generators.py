@@ -3,7 +3,7 @@
 * :class:`ResnetGenerator` (GAP, Poursaeed et al. 2018; the pix2pix-style network of
   OmidPoursaeed/Generative_Adversarial_Perturbations ``material/models/generators.py``): 7x7 conv,
   two stride-2 convs, ``n_blocks`` residual blocks, two stride-2 transposed convs, 7x7 conv, tanh;
-  BatchNorm, ReLU, no bias before a norm, no dropout (as ``GAP_clf.py`` builds it).
+  BatchNorm (batch statistics), ReLU, no bias before a norm, no dropout (as ``GAP_clf.py`` builds it).
 * :class:`NAGGenerator` (NAG, Mopuri et al. 2018; val-iisc/nag ``new_generator.py``): z ~ U[-1, 1]
   -> linear -> a small square map, then stride-2 transposed convs doubling the side up to the input
   size, each followed by BatchNorm (batch statistics) and ReLU and (``scale_noise``) fresh U[-1, 1]
@@ -39,12 +39,17 @@ def init_weights(net: nn.Module, generator: torch.Generator) -> None:
         net.out.weight.copy_(torch.randn(net.out.weight.shape, generator=generator) * out_std)
 
 
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm on the statistics of the batch it is given, in training and when sampling (no running averages)."""
+    return nn.BatchNorm2d(channels, track_running_stats=False)
+
+
 class ResnetBlock(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), nn.BatchNorm2d(dim), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), nn.BatchNorm2d(dim))
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), batch_norm(dim), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False), batch_norm(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -53,22 +58,24 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """GAP's image-to-image ResNet generator (3 -> 3 channels, output in [-1, 1] by tanh).
 
-    Inputs whose side is not a multiple of 4 are reflect-padded and the output cropped back.
+    Inputs whose side is not a multiple of 4 are reflect-padded and the output cropped back. BatchNorm
+    uses the statistics of its input batch also when sampling (GAP's input is one fixed image, so this
+    is the limit the published eval-mode running averages converge to).
     """
 
     def __init__(self, ngf: int = 64, n_blocks: int = 6) -> None:
         super().__init__()
         self.ngf, self.n_blocks = int(ngf), int(n_blocks)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=False), nn.BatchNorm2d(ngf),
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=False), batch_norm(ngf),
                                    nn.ReLU(True)]
         for mult in (1, 2):
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(ngf * mult * 2), nn.ReLU(True)]
+                       batch_norm(ngf * mult * 2), nn.ReLU(True)]
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
         for mult in (4, 2):
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1,
                                           bias=False),
-                       nn.BatchNorm2d(ngf * mult // 2), nn.ReLU(True)]
+                       batch_norm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -109,11 +116,11 @@ class NAGGenerator(nn.Module):
         widths = [8 * ngf] + [max(ngf * 4 // 2 ** i, ngf) for i in range(ups)]
         self.noise_channels = [max(1, ngf >> min(k, 3)) if scale_noise else 0 for k in range(ups + 1)]
         self.project = nn.Linear(self.z_dim, widths[0] * self.start ** 2)
-        self.norm0 = nn.BatchNorm2d(widths[0], track_running_stats=False)
+        self.norm0 = batch_norm(widths[0])
         self.ups = nn.ModuleList(
             nn.Sequential(nn.ConvTranspose2d(widths[i] + self.noise_channels[i], widths[i + 1], 4, stride=2,
                                              padding=1, bias=False),
-                          nn.BatchNorm2d(widths[i + 1], track_running_stats=False), nn.ReLU(True))
+                          batch_norm(widths[i + 1]), nn.ReLU(True))
             for i in range(ups))
         self.out = nn.Conv2d(widths[-1] + self.noise_channels[-1], 3, 3, padding=1)
 

@@ -204,4 +204,4 @@ class NAG(GeneratorAttack):
                 "max_iterations": self.max_iterations, "run_iterations": self.run_iterations,
                 "steps_run": self.steps_run, "z_dim": self.z_dim, "ngf": self.ngf, "scale_noise": self.scale_noise,
                 "diversity_weight": self.diversity_weight, "feature_layer": self.feature_layer,
-                "eval_samples": self.eval_samples, "val_fooling_rate": self.val_rate}
+                "eval_samples": self.eval_samples, "val_images": self.held_out(), "val_fooling_rate": self.val_rate}

