@@ -149,8 +149,9 @@ def figure_bars(spec: TableSpec, part: pd.DataFrame, out: Path, scale: str) -> l
         ax.set_ylim(0, 100)
         ax.set_ylabel(METRIC_NAMES[metric], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(models), 4), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if len(models) <= 4 else 0.84))
     path = out / BARS
     fig.savefig(path, dpi=100)
     plt.close(fig)
