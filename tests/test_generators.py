@@ -91,6 +91,14 @@ def test_nag_holds_validation_images_out_of_training(tiny_model, fit_loader) -> 
     assert sum(x.shape[0] for x in seen) == 12 * 16
 
 
+def test_validation_holds_out_at_most_half_the_fit_set(tiny_model) -> None:
+    ds = build_dataset({"name": "synthetic", "num_fit": 40}, split="fit", image_size=32)
+    loader = make_loader(ds, batch_size=8, shuffle=True)
+    attack = GAP(tiny_model, XI, max_iterations=2, val_images=100, ngf=4, n_blocks=1, batch_size=8, **SETTINGS)
+    attack.fit(loader)
+    assert attack.describe()["val_images"] == 20
+
+
 def test_nag_feature_layer_choice(tiny_model) -> None:
     assert NAG(tiny_model, XI).feature_layer == "features.7"  # the relu group at 0.8 of its depth
     assert NAG(tiny_model, XI, feature_layers={"tiny": "features.2"}).feature_layer == "features.2"
@@ -207,5 +215,6 @@ def test_compare_embedded_rows_for_generators_and_sga() -> None:
     assert "10 updates x 32 img, K=4" in text
     shares = [mod.budget_share(r["attack_info"]) for r in records]
     assert shares[0].startswith("NAG: 768 image-gradients") and "0.13% of the published 600,000" in shares[0]
-    assert "32 class impressions (16 classes x 2) of the published 10,000" in shares[1]
+    assert "32 class impressions (16 classes x 2) of the published 10,000, synthesised in 20 steps" in shares[1]
+    assert "then 16 generator iterations of 32 impressions" in shares[1]
     assert shares[2].startswith("SGA: 1,200 inner image-gradients") and "0.15%" in shares[2]

@@ -149,6 +149,7 @@ class AAA(NAG):
     def describe(self) -> dict[str, Any]:
         n_classes = len(set(self.classes))
         return {**super().describe(), "num_classes": n_classes, "per_class": self.per_class,
-                "impressions": len(self.classes), "ci_steps": self.ci_steps, "ci_steps_run": self.synth.units,
+                "impressions": len(self.classes), "ci_batch": self.ci_batch, "ci_steps": self.ci_steps,
+                "ci_steps_run": self.synth.units,
                 "ci_stopped_at_confidence": self.synth.early, "impressions_from_cache": self.from_cache,
                 "published_impressions": 10 * self.model.num_classes, "published_ci_steps": 1500}

@@ -10,6 +10,7 @@ its batch order); a data-free fit is one epoch of at most ``max_steps`` steps.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -26,6 +27,8 @@ from dominant_patterns.checkpoint import StateFns
 from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.loops import LoopOwner, Rebatcher
+
+log = logging.getLogger(__name__)
 
 
 def row_keys(x: torch.Tensor) -> torch.Tensor:
@@ -125,14 +128,18 @@ def generator_loop(owner: LoopOwner, step: Callable[[torch.Tensor | None], bool]
         fresh = ck.batch == 0
 
         def images() -> Iterator[torch.Tensor]:
-            empty = True
+            empty, kept = True, 0
             for x, _ in iterate_images(batches, device):
                 empty = False
                 x = keep(x) if keep is not None else x
+                kept += x.shape[0]
                 if x.shape[0]:
                     yield x
             if empty and fresh:
                 raise ConfigError("the fit loader yielded no images")
+            if fresh and not kept:
+                raise ConfigError("no fit image is left for training once the validation images are held out; "
+                                  "lower attack.val_images or fit on more images")
 
         return rebatch(images())
 
@@ -154,6 +161,16 @@ def generator_loop(owner: LoopOwner, step: Callable[[torch.Tensor | None], bool]
         ck.save()  # the final state: a rerun (e.g. after a kill during evaluation) returns it at once
     finally:
         bar.close()
+
+
+def fit_set_size(loader: Any) -> int | None:
+    """Images per pass of ``loader`` when it says (a DataLoader's dataset, a DeviceLoader's ``n``), else None."""
+    for size in (lambda: len(loader.dataset), lambda: int(loader.n)):
+        try:
+            return int(size())
+        except (AttributeError, TypeError):
+            continue
+    return None
 
 
 def fooling_loss(probs: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
@@ -195,6 +212,12 @@ class GeneratorAttack(UniversalAttack):
         return 0 if self.selection is None else int(self.selection.validator.images.shape[0])
 
     def validation(self, loader: Iterable[Any], count: int, patience: int | None) -> Selection:
+        """Held-out validation on the first ``count`` fit images, at most half the fit set when its size is known."""
+        total = fit_set_size(loader)
+        if total is not None and count > total // 2:
+            log.warning("%s: attack.val_images=%d of %d fit images; holding out %d (half) instead", self.name, count,
+                        total, max(total // 2, 1))
+            count = max(total // 2, 1)
         validator = Validator.from_loader(self.model, loader, self.device, count=count, patience=patience or 1,
                                           settings=self.trainer)
         return Selection(validator, patience)

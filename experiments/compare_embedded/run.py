@@ -120,12 +120,13 @@ def budget_share(info: dict[str, Any]) -> str | None:
                 f"images, {info['inner_steps']} inner steps of {info['minibatch']}), "
                 f"{100 * used / PUBLISHED_IMAGES['sga']:.2g}% of the published {PUBLISHED_IMAGES['sga']:,}.")
     if name == "aaa":
+        cached = "; read from the cache" if info.get("impressions_from_cache") else ""
         return (f"AAA: {info['impressions']} class impressions ({info['num_classes']} classes x {info['per_class']}) "
-                f"of the published {info['published_impressions']:,}, {info['ci_steps_run']} synthesis steps of "
-                f"{info['impressions']} images at most {info['ci_steps']} each (published up to 1,500 each"
-                f"{'; read from the cache' if info.get('impressions_from_cache') else ''}), then "
-                f"{info.get('steps_run')} generator iterations of {info['batch_size']} impressions (the released code "
-                f"has no limit; our full-scale default is {info['iterations']:,}); generator width {info['ngf']}.")
+                f"of the published {info['published_impressions']:,}, synthesised in {info['ci_steps_run']} steps of "
+                f"batches of up to {info.get('ci_batch', 32)} (at most {info['ci_steps']} steps per impression; "
+                f"published up to 1,500{cached}), then {info.get('steps_run')} generator iterations of "
+                f"{min(info['batch_size'], info['impressions'])} impressions (the released code has no limit; our "
+                f"full-scale default is {info['iterations']:,}); generator width {info['ngf']} (published 64).")
     return None
 
 
@@ -197,8 +198,8 @@ pattern's class and the top-k shares are those of the first sample, `pattern.pt`
 input yields one pattern. GAP, NAG and SGA use the fit crops with their clean predictions as
 targets (GAP: the least-likely class); GAP and NAG validate on fit crops held out of their
 training (the "Data used" column), AAA sees no fit image in its objective (it trains on class
-impressions synthesised from the model) and uses fit crops for validation only. All four ran a small share of their
-published budget:
+impressions synthesised from the model) and uses fit crops for validation only. All four ran a
+small share of their published budget:
 
 {shares or "- (none of them in this sweep)"}
 
