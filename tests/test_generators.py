@@ -134,6 +134,8 @@ def test_aaa_bad_settings(tiny_model) -> None:
     with pytest.raises(ConfigError, match="min_confidence"):
         AAA(tiny_model, XI, min_confidence=0.9, max_confidence=0.5)
     assert impression_classes(1000, 4, 2) == [0, 0, 250, 250, 500, 500, 750, 750]
+    smoke = AAA(tiny_model, XI, trainer=TrainerSettings(max_iterations=7))
+    assert (smoke.ci_steps, smoke.run_iterations) == (7, 7)
 
 
 def test_sga_one_inner_step_of_the_whole_batch_is_a_signed_gradient_step(tiny_model) -> None:

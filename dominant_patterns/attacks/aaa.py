@@ -15,7 +15,8 @@ Stage 2 ("attack"): the NAG generator (:class:`~dominant_patterns.attacks.nag.NA
 validated generator kept. The released ``gen_adv.py`` minimises only a GD-UAP activation loss on
 Gaussian range images and merely logs the fooling loss; we follow the paper instead, as the issue
 asked. The code has no iteration limit (``max_iter`` 1e6); ``iterations`` (20,000) and ``patience``
-(20 checks) are our choices, ``max_iterations`` caps them for CPU runs.
+(20 checks) are our choices, ``max_iterations`` caps them for CPU runs (``trainer.max_iterations``
+caps them and ``ci_steps`` at once, for smoke runs).
 
 Impressions are cached under ``cache_dir`` (the app passes ``paths.cache_dir``; null: no cache),
 keyed by the model's fingerprint (``cache.model_fingerprint``) and every stage-1 setting, and reused
@@ -42,6 +43,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from dominant_patterns.attacks.base import capped
 from dominant_patterns.attacks.generator_fit import generator_loop
 from dominant_patterns.attacks.impressions import ClassImpressions, cache_path, impression_classes
 from dominant_patterns.attacks.nag import NAG
@@ -71,7 +73,8 @@ class AAA(NAG):
         if len(self.classes) < 2:
             raise ConfigError("attack.num_classes x attack.per_class must give at least 2 impressions (NAG's "
                               "diversity term pairs each impression with another)")
-        self.ci_steps = check_at_least("attack.ci_steps", ci_steps, 1)
+        # trainer.max_iterations (smoke runs of attack sweeps) caps the synthesis steps too
+        self.ci_steps = capped(ci_steps, None, key="ci_steps", trainer_cap=self.trainer.max_iterations)
         self.ci_lr_255 = check_positive("attack.ci_lr_255", ci_lr_255)
         self.ci_batch = check_at_least("attack.ci_batch", ci_batch, 1)
         self.tv_weight = float(tv_weight)
