@@ -61,7 +61,7 @@ PREVIOUS = "checkpoint.prev.ckpt"
 RESUME_MODES = ("auto", "true", "false")
 #: Config keys that do not change the result (left out of the run's fingerprint).
 VOLATILE_KEYS = ("app", "hydra", "logger", "resume", "overwrite", "checkpoint_every", "paths", "tags", "task_name",
-                 "trainer.progress", "trainer.log_every", "trainer.device", "trainer.compile",
+                 "trainer.progress", "trainer.log_every", "trainer.device", "trainer.compile", "trainer.fold_bn",
                  "trainer.eval_batch_size", "trainer.channels_last", "dataset.num_workers",
                  "eval_dataset.num_workers")
 

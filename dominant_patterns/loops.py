@@ -53,6 +53,9 @@ class TrainerSettings:
     precision: str = "fp32"
     channels_last: bool = True
     compile: bool = False
+    #: Fold frozen BatchNorm layers into the convolutions before them (dominant_patterns.fold); the run app
+    #: does so only for attacks that do not hook activations inside the network (``hooks_activations``).
+    fold_bn: bool = True
     progress: bool = True
     log_every: int = 20
     #: Caps the iteration-budget baselines (TUAP, GD-UAP, FFF, PD-UA) for smoke runs; null = their own budget.

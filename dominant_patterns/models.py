@@ -82,6 +82,8 @@ class ClassifierWrapper(nn.Module):
         self.register_buffer("mean", torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1))
         self._head_input: torch.Tensor | None = None
+        #: what :meth:`fold_batchnorm` did (``bn_folded``, ``bn_total``); empty when it did not run
+        self.fold_info: dict[str, Any] = {}
         if info.head is not None:
             self.net.get_submodule(info.head).register_forward_pre_hook(self._grab_head_input)
 
@@ -158,8 +160,17 @@ class ClassifierWrapper(nn.Module):
                        label_space=label_space)
         return ClassifierWrapper(net, info).to(self.device).freeze()
 
+    def fold_batchnorm(self) -> int:
+        """Freeze, then fold the BN layers that follow a convolution into it, in place (exact up to float
+        rounding; :mod:`dominant_patterns.fold`). Returns how many were folded; :meth:`describe` records it."""
+        from dominant_patterns.fold import fold_batchnorm
+
+        report = fold_batchnorm(self.freeze().net)
+        self.fold_info = report.describe()
+        return report.folded
+
     def describe(self) -> dict[str, Any]:
-        return self.info.describe()
+        return {**self.info.describe(), **self.fold_info}
 
 
 @dataclass

@@ -26,6 +26,7 @@ from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experimen
 from dominant_patterns.data import SplitDataset, save_split_record, to_float_batch
 from dominant_patterns.devices import peak_memory_gib
 from dominant_patterns.display import format_summary
+from dominant_patterns.fold import fold_for_attack
 from dominant_patterns.jobs import container, guarded, load_datasets, load_model, open_job, seed_everything
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
 from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, mean_over_samples, noise_floors
@@ -219,6 +220,7 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
         "floors": {k: result.patterns[k] for k in FLOORS},
         "timing": {**timing, **({"peak_memory_gib": peak} if peak is not None else {})},
         "attack_info": {**attack.describe(), "name": name} if many else attack.describe(),
+        "model_info": model.describe(),  # with bn_folded / bn_total (dominant_patterns.fold)
         # unreadable image files are skipped (with a warning each) and counted here
         "skipped_eval_images": n_eval - int(metrics["n_images"]),
         # a separate run's fingerprint of this seed (``multi_fit.pattern_config``)
@@ -279,6 +281,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         recorders = open_recorders(job, cfg, slots, identities)
         with checkpointer.handle_signals():
             attack = build_attack(cfg, model, settings, recorders)
+            fold_for_attack(model, attack, settings.fold_bn)  # BN into convs when exact; metrics.json model_info
             attack.checkpointer = checkpointer
             loaders = fit_loaders(cfg, settings, model, slots, data)
             log.info("fitting %s on %s (%d images, %d epochs) for %s%s", attack.name, data[0].fit_set.name,

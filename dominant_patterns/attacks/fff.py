@@ -40,6 +40,8 @@ class FFF(UniversalAttack):
     """Maximize the mean absolute conv activations of the pattern alone (batch 1)."""
 
     name: ClassVar[str] = "fff"
+    #: its objective hooks activations inside the network (conv outputs by default): the app keeps BN unfolded
+    hooks_activations: ClassVar[bool] = True
     data_free: ClassVar[bool] = True
     fit_state: ClassVar[tuple[str, ...]] = ("validator", "steps_run")
 

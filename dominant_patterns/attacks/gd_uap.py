@@ -49,6 +49,8 @@ class GDUAP(UniversalAttack):
     """Activation-norm maximization with the none / range / data priors and adaptive rescaling."""
 
     name: ClassVar[str] = "gd_uap"
+    #: its objective hooks activations inside the network (conv outputs by default): the app keeps BN unfolded
+    hooks_activations: ClassVar[bool] = True
     fit_state: ClassVar[tuple[str, ...]] = ("validator", "schedule", "rescales", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, prior: str = "data", lr_255: float = 0.1,

@@ -78,6 +78,8 @@ class PDUA(UniversalAttack):
     """Uncertainty (MC-dropout activation) maximization with a texture prior and pyramid-filtered steps."""
 
     name: ClassVar[str] = "pd_ua"
+    #: its objective hooks activations inside the network (conv outputs by default): the app keeps BN unfolded
+    hooks_activations: ClassVar[bool] = True
     data_free: ClassVar[bool] = True
     provenance: ClassVar[str] = "from description"
     fit_state: ClassVar[tuple[str, ...]] = ("validator", "steps_run")
