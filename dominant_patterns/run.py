@@ -287,7 +287,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.info("fitting %s on %s (%d images, %d epochs) for %s%s", attack.name, data[0].fit_set.name,
                      len(data[0].fit_set), settings.epochs, model.name,
                      f", seeds {slots[0].seed}-{slots[-1].seed} in one pass" if len(slots) > 1 else "")
-            deltas, fit_seconds = fit_attack(attack, loaders, out_dir, identities[0], checkpointer)
+            meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]),
+                    **({"seeds": [slot.seed for slot in slots]} if len(slots) > 1 else {})}
+            deltas, fit_seconds = fit_attack(attack, loaders, out_dir, meta, checkpointer)
             fit = JointFit(attack, fit_seconds, int(resumed["step"]) if resumed else None,
                            sum(len(d.fit_set) for d in data), slots)
             results = [slot.previous if recorder is None else  # finished before an interruption: kept

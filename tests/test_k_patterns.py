@@ -2,10 +2,13 @@
 record the record, of a separate run of its seed; K-pattern jobs resume, skip when finished and log to W&B
 one run per seed.
 
-Patterns are compared bitwise: on CPU each row of a batched convolution or matmul is computed by the same
-kernel whatever the batch's row count, and each pattern's gradient is reduced over its own B rows only, so
-the stacked K * (B + 1)-row pass gives every pattern the float values of its own (B + 1)-row pass (the
-tiny model here; experiments/bench/k_patterns.py reports the difference on EfficientNet-Lite0).
+Patterns are compared bitwise, on the tiny model: its convolutions and matmuls give every row the same
+float result in a (B + 1)-row batch and in the stacked K * (B + 1)-row one, and each pattern's gradient
+is reduced over its own rows only, so the joint fit is the K separate fits to the last bit. Larger models
+are not bitwise: their convolutions round differently at another batch size (EfficientNet-Lite0: one step's
+gradients agree to ~5e-7 relative), and Adam's normalised step turns that rounding into +-xi differences
+where a pixel's gradient is near zero; ``experiments/bench/k_patterns.py`` measures how far the patterns
+and their scores drift there.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Each step takes one batch from each of K loaders, stacks ``[delta_k, clamp(x_k + delta_k)]`` for
 all k into one forward of ``K * (B + 1)`` rows, and sums the K per-pattern losses. Adam and the
-projection act elementwise, so every pattern follows exactly the trajectory it would follow
-alone (K = 1 is the plain :class:`DominantPattern`); the small models that leave a GPU idle at
-batch 32 get K times the work per launch.
+projection act elementwise, so every pattern follows the trajectory it would follow alone (K = 1
+is the plain :class:`DominantPattern`), up to float rounding: a batched convolution may round
+differently at K * (B + 1) rows than at B + 1 (bitwise equal for the tiny test model on CPU, not for
+EfficientNet-Lite0). The small models that leave a GPU idle at batch 32 get K times the work per launch.
 
 Usage::
 
