@@ -103,6 +103,8 @@ def test_nag_feature_layer_choice(tiny_model) -> None:
     assert NAG(tiny_model, XI).feature_layer == "features.7"  # the relu group at 0.8 of its depth
     assert NAG(tiny_model, XI, feature_layers={"tiny": "features.2"}).feature_layer == "features.2"
     assert NAG(tiny_model, XI, feature_layer="features.5").feature_layer == "features.5"
+    assert not NAG(tiny_model, XI).hooks_activations  # a ReLU output: the app may fold BatchNorm
+    assert NAG(tiny_model, XI, feature_layer="features.0").hooks_activations  # a conv output: keep BN unfolded
     with pytest.raises(ConfigError, match="'layer9' is not a module"):
         NAG(tiny_model, XI, feature_layer="layer9")
     with pytest.raises(ConfigError, match="feature_depth=2"):

@@ -104,6 +104,8 @@ class NAG(GeneratorAttack):
         if not 0 <= feature_depth <= 1:
             raise ConfigError(f"attack.feature_depth={feature_depth} must be in [0, 1] (share of the relu group)")
         self.feature_layer = pick_feature_layer(model, feature_layer, feature_layers, float(feature_depth))
+        # folding BatchNorm into convs (fold.py) leaves block outputs and ReLUs unchanged, not a conv's output
+        self.hooks_activations = self.feature_layer not in layer_names(model, "relu")
         self.val_every = check_at_least("attack.val_every", val_every, 1)
         self.val_images = check_at_least("attack.val_images", val_images, 1)
         self.val_samples = check_at_least("attack.val_samples", val_samples, 1)
