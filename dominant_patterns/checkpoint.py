@@ -63,7 +63,7 @@ RESUME_MODES = ("auto", "true", "false")
 VOLATILE_KEYS = ("app", "hydra", "logger", "resume", "overwrite", "checkpoint_every", "paths", "tags", "task_name",
                  "trainer.progress", "trainer.log_every", "trainer.device", "trainer.compile", "trainer.fold_bn",
                  "trainer.eval_batch_size", "trainer.channels_last", "dataset.num_workers",
-                 "eval_dataset.num_workers")
+                 "eval_dataset.num_workers", "attack.cache_dir")
 
 
 class Stateful(Protocol):
