@@ -4,7 +4,7 @@
     python -m dominant_patterns.dashboard                      # save the workspace + report, print their URLs
     python -m dominant_patterns.dashboard --scale full --entity me --project dominant-patterns
 
-Sections follow the report's table specs (:data:`dominant_patterns.report.specs.TABLES`, one source of
+Sections follow the report's table specs (:data:`dominant_patterns.table_specs.TABLES`, one source of
 truth): per table, bar panels of its metrics with runs grouped by attack x model x fit set (mean ± std
 over seeds), its media (the runs log ``pattern`` and ``examples``; layers runs ``fig3`` and ``fig4``),
 and a note naming the tasks that feed it. Then the training curves (``train/loss``) and a runs table
@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from dominant_patterns.config_checks import CONFIG_DIR
 from dominant_patterns.display import METRIC_NAMES, PERCENT
 from dominant_patterns.records import IDENTITY_FIELDS
-from dominant_patterns.report.specs import SCALES, TABLES, TableSpec, task_names
+from dominant_patterns.table_specs import SCALES, TABLES, TableSpec, task_names
 
 #: Identity field -> the resolved-config key that holds it (W&B config keys are dotted paths).
 CONFIG_KEYS = {"kind": "app", "model": "model.name", "dataset": "dataset.name", "eval_dataset": "eval_dataset.name",

@@ -12,7 +12,7 @@ from conftest import app_env
 
 from dominant_patterns.dashboard import build_report, build_workspace, dashboard_spec, main
 from dominant_patterns.records import IDENTITY_FIELDS
-from dominant_patterns.report.specs import TABLES, task_names
+from dominant_patterns.table_specs import TABLES, task_names
 
 
 @pytest.fixture(scope="module")

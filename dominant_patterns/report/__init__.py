@@ -13,7 +13,7 @@ HTML page (``experiments/<scale>.html``) shows everything.
 
 from dominant_patterns.report.build import build_report, build_table
 from dominant_patterns.report.render import BuiltTable
-from dominant_patterns.report.specs import TABLES, TableSpec
 from dominant_patterns.report.tables import MISSING, pivot
+from dominant_patterns.table_specs import TABLES, TableSpec
 
 __all__ = ["MISSING", "TABLES", "BuiltTable", "TableSpec", "build_report", "build_table", "pivot"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from dominant_patterns.report import __doc__ as DOC
 from dominant_patterns.report.build import build_report
 from dominant_patterns.report.scorecard import build_claims, strongest_baselines
-from dominant_patterns.report.specs import SCALES
+from dominant_patterns.table_specs import SCALES
 
 ROOT = Path(__file__).resolve().parents[2]
 

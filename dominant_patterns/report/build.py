@@ -11,8 +11,8 @@ import pandas as pd
 from dominant_patterns.records import load_records
 from dominant_patterns.report.figures import make_figures
 from dominant_patterns.report.render import BuiltTable, to_latex, to_markdown, write_html
-from dominant_patterns.report.specs import TABLES, TableSpec, task_names
 from dominant_patterns.report.tables import MISSING, layers_table, pivot, read_paper, table_frame, with_paper_rows
+from dominant_patterns.table_specs import TABLES, TableSpec, task_names
 
 
 def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: Path) -> BuiltTable:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from dominant_patterns.artifacts import pyplot
 from dominant_patterns.display import ATTACK_NAMES, LOSS_NAMES, METRIC_NAMES
-from dominant_patterns.report.specs import TableSpec
+from dominant_patterns.table_specs import TableSpec
 
 #: The chart next to a comparison table (the HTML page puts it beside the table).
 BARS = "bars.png"

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from dominant_patterns.report.figures import BARS
-from dominant_patterns.report.specs import TableSpec
 from dominant_patterns.report.tables import MISSING
+from dominant_patterns.table_specs import TableSpec
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pandas as pd
 
 from dominant_patterns.display import ATTACK_NAMES, LOSS_NAMES, METRIC_NAMES, PERCENT
 from dominant_patterns.records import newest_per_cell, select
-from dominant_patterns.report.specs import TableSpec, task_names
+from dominant_patterns.table_specs import TableSpec, task_names
 
 MISSING = "—"
 
