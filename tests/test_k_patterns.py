@@ -2,9 +2,11 @@
 record the record, of a separate run of its seed; K-pattern jobs resume, skip when finished and log to W&B
 one run per seed.
 
-Patterns are compared bitwise, on the tiny model: its convolutions and matmuls give every row the same
-float result in a (B + 1)-row batch and in the stacked K * (B + 1)-row one, and each pattern's gradient
-is reduced over its own rows only, so the joint fit is the K separate fits to the last bit. Larger models
+Patterns are compared to float tolerance (max abs difference <= 1e-6, xi being 0.039), on the tiny model:
+each pattern's gradient is reduced over its own rows only, and on the CPU where this was written its
+convolutions gave every row the same float result in a (B + 1)-row batch and in the stacked K * (B + 1)-row
+one, so the joint fit was the K separate fits to the last bit; on the 2026-12-05 CI machine (another CPU,
+other oneDNN kernels) they differ by ~1e-7 after 12 steps. Larger models
 are not bitwise: their convolutions round differently at another batch size (EfficientNet-Lite0: one step's
 gradients agree to ~5e-7 relative), and Adam's normalised step turns that rounding into +-xi differences
 where a pixel's gradient is near zero; ``experiments/bench/k_patterns.py`` measures how far the patterns
@@ -28,13 +30,15 @@ from dominant_patterns.checkpoint import CHECKPOINT, read_checkpoint
 from dominant_patterns.config_checks import check_config
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.records import IDENTITY_FIELDS, load_records
-from dominant_patterns.report.specs import TABLES
 from dominant_patterns.report.tables import pivot, table_frame
+from dominant_patterns.table_specs import TABLES
 
 # 48 images / batch 8 = 6 steps per epoch, 2 epochs; logs and checkpoints every 3 steps (the same windows)
 TINY = [*FAST, "dataset.num_fit=48", "dataset.num_eval=16", "trainer.batch_size=8", "trainer.epochs=2",
         "trainer.eval_batch_size=16", "trainer.log_every=3", "checkpoint_every=3"]
 SEEDS = (0, 1, 2)
+#: joint vs separate patterns: bitwise on some CPUs, ~1e-7 apart on others (kernel rounding at another batch size)
+PATTERN_ATOL = 1e-6
 #: Identity beyond the cell keys that a K-pattern record shares with a separate run of its seed.
 SAME = (*IDENTITY_FIELDS, "task_name", "tags", "fit_size", "eval_size", "xi_255", "precision", "clip_rule",
         "config_fingerprint", "device")
@@ -102,11 +106,12 @@ def test_pattern_k_is_the_pattern_of_seed_k_and_its_record_that_runs(runs: tuple
         mine, alone = joint / f"seed_{seed}", separate / str(k)
         for name in ("pattern.pt", "pattern.png", "examples.png", "metrics.json", "summary.md", "config_resolved.yaml"):
             assert (mine / name).is_file(), name
-        assert torch.equal(delta(mine), delta(alone)), float((delta(mine) - delta(alone)).abs().max())
+        diff = float((delta(mine) - delta(alone)).abs().max())
+        assert diff <= PATTERN_ATOL, diff
         ours, theirs = record(mine), record(alone)
         assert {key: ours.get(key) for key in SAME} == {key: theirs.get(key) for key in SAME}
         assert ours["seed"] == seed and ours["status"] == "finished"
-        assert ours["metrics"] == theirs["metrics"] and ours["floors"] == theirs["floors"]
+        assert ours["metrics"] == pytest.approx(theirs["metrics"], abs=1e-6) and ours["floors"] == theirs["floors"]
         assert ours["attack_info"] == theirs["attack_info"]
         assert ours["multi_fit"] == {"num_patterns": 3, "index": k, "seeds": list(SEEDS), "job_dir": str(joint)}
         assert ours["timing"]["fit_patterns"] == 3
