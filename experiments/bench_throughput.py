@@ -8,9 +8,13 @@ For each model (random-init weights; the speed does not depend on them):
 * naive: fp32, parameters requiring grad (backward also computes weight gradients), f(delta) in a
   separate forward, a DataLoader decoding JPEG files every step, default memory format, a host
   sync per step (``loss.item()``);
-* ours fp32 / bf16: ``DominantPattern.fit`` (frozen model, one forward of B + 1 rows,
-  channels-last, no per-step sync) on the decoded-image cache built from the same JPEGs, random
-  crops and flips done on the device.
+* ours fp32 / bf16: ``DominantPattern.fit`` (frozen model with its BatchNorm folded into the convolutions
+  as the app does by default, one forward of B + 1 rows, channels-last, no per-step sync) on the
+  decoded-image cache built from the same JPEGs, random crops and flips done on the device.
+
+Then the demo's own fit (EfficientNet-Lite0 with its weights, photo crops, batch 32) with BatchNorm
+unfolded vs folded (vs folded + ``torch.compile`` with ``--demo-compile``), side by side
+(``experiments/bench/demo_fit.py``).
 
 The variants run interleaved in rounds in one process (median per variant), so the ratios hold
 even when other processes share the machine. FLOPs per step (forward + input-gradient backward)
@@ -54,6 +58,9 @@ from dominant_patterns.metrics import evaluate_patterns
 from dominant_patterns.models import ClassifierWrapper, build_model
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "bench"))
+import demo_fit  # noqa: E402  (experiments/bench/demo_fit.py)
+
 XI = 10 / 255
 PAPER_IMAGE_STEPS = 400_000  # 40,000 images x 10 epochs
 
@@ -84,6 +91,8 @@ class Row:
     gflop_per_image: float = float("nan")
     cache_build_s: float = float("nan")
     spread: dict[str, float] = field(default_factory=dict)
+    #: BatchNorm layers folded into convolutions in "ours" (as the app does; 0 for VGG19)
+    bn_folded: int = 0
 
 
 def sync(device: torch.device) -> None:
@@ -212,9 +221,10 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, n: int, repeats: in
 
 
 def bench_model(name: str, plan: Plan, device: torch.device, folder: Path, cache_dir: Path,
-                naive_workers: int) -> Row:
+                naive_workers: int, input_size: int | None = None) -> Row:
+    """One model's row; ``input_size`` overrides the model's (a quick smoke run), else 224."""
     row = Row(model=name, batch=plan.batch)
-    model = build_model(name, weights=None).to(device)
+    model = build_model(name, weights=None, input_size=input_size).to(device)
     size = model.input_size
     fit_files = build_dataset({"name": "folder", "root": str(folder), "eval_size": 1}, split="fit", image_size=size)
 
@@ -235,8 +245,9 @@ def bench_model(name: str, plan: Plan, device: torch.device, folder: Path, cache
     row.cache_build_s = time.perf_counter() - start
     ours_batches = cycle(DeviceLoader(cached, batch_size=plan.batch, shuffle=True, seed=0, device=device,
                                       drop_last=True))
-    frozen = build_model(name, weights=None).to(device).to(memory_format=torch.channels_last)
+    frozen = build_model(name, weights=None, input_size=input_size).to(device).to(memory_format=torch.channels_last)
     frozen.load_state_dict(model.state_dict())
+    row.bn_folded = frozen.fold_batchnorm()  # trainer.fold_bn=true, the app's default for DominantPattern
     attacks = {p: DominantPattern(frozen, XI, trainer=TrainerSettings(precision=p, batch_size=plan.batch, epochs=1,
                                                                       progress=False, log_every=10**9))
                for p in ("fp32", "bf16")}
@@ -323,17 +334,27 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--models", default="efficientnet_lite0,resnet50,vgg19")
+    parser.add_argument("--models", default="efficientnet_lite0,resnet50,vgg19", help="comma list, or none")
     parser.add_argument("--naive-workers", type=int, default=None,
                         help="DataLoader workers of the naive loop (default: 0 on CPU, min(8, cores) on CUDA)")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="folder for <device>.md and .json")
     parser.add_argument("--note", default="", help="a line added to the report (e.g. machine load)")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the .md from an earlier run's .json")
+    parser.add_argument("--demo-steps", type=int, default=None, help="demo fit: steps per round (CPU 3, GPU 10)")
+    parser.add_argument("--demo-rounds", type=int, default=None, help="demo fit: rounds (CPU 4, GPU 5)")
+    parser.add_argument("--demo-compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="demo fit: add folded + torch.compile (default: on with CUDA, off on CPU, where it "
+                             "compiled for ~2 min and ran slower than eager)")
+    parser.add_argument("--demo-full-epochs", type=int, default=0,
+                        help="demo fit: also fit each variant over the whole demo loader (3 = the demo's 120 steps)")
+    parser.add_argument("--skip-demo", action="store_true", help="no demo-fit comparison")
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         rows = [Row(**r) for r in saved["rows"]]
         info = saved["info"]
+        if saved.get("demo_fit"):
+            info["demo_fit"] = demo_fit.DemoFitResult(**saved["demo_fit"])
         device = torch.device("cpu" if info["device"].startswith("CPU") else "cuda")
         plans = GPU_PLAN if device.type == "cuda" else CPU_PLAN
         args.note = args.note or info.get("note", "")
@@ -364,13 +385,14 @@ def main(argv: list[str] | None = None) -> int:
             "note": args.note}
     print(f"measured matmul ceiling: bf16 {bf16 / 1e12:.2f} TFLOP/s, fp32 {fp32 / 1e12:.2f} TFLOP/s", flush=True)
 
-    rows = []
+    rows: list[Row] = []
+    path: Path | None = None
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         folder, cache_dir = Path(tmp) / "jpegs", Path(tmp) / "cache"
         folder.mkdir()
-        names = [m for m in args.models.split(",") if m]
-        need = max((plans[m].steps * (plans[m].rounds + 1) + 1) * plans[m].batch for m in names) + 2
-        write_jpegs(folder, need)
+        names = [m for m in args.models.split(",") if m and m != "none"]
+        need = max(((plans[m].steps * (plans[m].rounds + 1) + 1) * plans[m].batch for m in names), default=0) + 2
+        write_jpegs(folder, need if names else 0)
         for model_name in names:
             t0 = time.perf_counter()
             row = bench_model(model_name, plans[model_name], device, folder, cache_dir, naive_workers)
@@ -380,7 +402,22 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(cache_dir, ignore_errors=True)
             info["total_seconds"] = time.perf_counter() - started
             path = write_report(rows, info, plans, naive_workers, device, args)
-    print("\n" + render(rows, info), flush=True)
+    if not args.skip_demo:
+        gpu = device.type == "cuda"
+        steps = args.demo_steps or (10 if gpu else 3)
+        rounds = args.demo_rounds or (5 if gpu else 4)
+        compile_variant = gpu if args.demo_compile is None else args.demo_compile
+        print(f"demo fit: {steps} steps x {rounds} rounds, load average {os.getloadavg()[0]:.1f}", flush=True)
+        result = demo_fit.run(device, steps=steps, rounds=rounds, compile_variant=compile_variant,
+                              full_epochs=args.demo_full_epochs)
+        result.note = f"1-min load average at the end of the demo fit: {os.getloadavg()[0]:.1f}."
+        info["demo_fit"] = result
+        info["total_seconds"] = time.perf_counter() - started
+        path = write_report(rows, info, plans, naive_workers, device, args)
+    if rows:
+        print("\n" + render(rows, info), flush=True)
+    if "demo_fit" in info:
+        print("\n" + demo_fit.render(info["demo_fit"]), flush=True)
     print(f"\nwritten: {path}")
     return 0
 
@@ -389,7 +426,9 @@ def write_report(rows: list[Row], info: dict[str, Any], plans: dict[str, Plan], 
                  device: torch.device, args: argparse.Namespace) -> Path:
     """Write ``<device>.md`` and ``<device>.json`` (after every model, so a cut run keeps its rows)."""
     name = info["device"]
-    table = render(rows, info)
+    table = render(rows, info) if rows else "(no model rows: --models none)"
+    if not args.render:  # a re-render keeps the measured run's load
+        info["load_average"] = os.getloadavg()[0]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -399,15 +438,24 @@ def write_report(rows: list[Row], info: dict[str, Any], plans: dict[str, Plan], 
     text = (f"# Fit and evaluation throughput: {name}\n\n"
             f"`{info['command']}` ({info['date']}, torch {info['torch']}, Python {info['python']}, "
             f"{info['threads']} torch threads, {info['total_seconds']:.0f} s in all, 1-min load average "
-            f"{info.setdefault('load_average', os.getloadavg()[0]):.1f} at the end)\n\n"
+            f"{info.get('load_average', float('nan')):.1f} at the end)\n\n"
             f"Measured in one process, the variants interleaved in rounds (medians): {plan_text}. "
             f"Matrix-product ceiling measured in the same run: bf16 {info['bf16_matmul_tflops']:.2f} TFLOP/s, "
             f"fp32 {info['fp32_matmul_tflops']:.2f} TFLOP/s. Naive DataLoader workers: {naive_workers}. "
             "GFLOP/img: forward + input-gradient backward of our step divided by the batch "
             "(FlopCounterMode; the pattern row is counted as overhead). Random-init weights.\n\n"
             + (f"{args.note}\n\n" if args.note else "") + table + "\n")
+    demo = info.get("demo_fit")
+    if rows:
+        folded = ", ".join(f"{r.model} {r.bn_folded}" for r in rows)
+        text += f"\nBatchNorm layers folded in \"ours\" (the app's default, trainer.fold_bn=true): {folded}.\n"
+    if demo is not None:
+        text += "\n## BatchNorm folding on the demo fit\n\n" + demo_fit.render(demo) + "\n"
+    saved = {k: v for k, v in info.items() if k != "demo_fit"}
+    payload = {"info": saved, "rows": [asdict(r) for r in rows],
+               **({"demo_fit": demo.as_dict()} if demo is not None else {})}
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
     (out / f"{stem}.md").write_text(text)
-    (out / f"{stem}.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
     return out / f"{stem}.md"
 
 
