@@ -38,8 +38,12 @@ compare-embedded: venv  ## dominant pattern vs every baseline on the embedded de
 	nice -n 5 $(PY) experiments/compare_embedded/run.py $(ARGS)
 
 .PHONY: bench
-bench: venv  ## fit/eval images/s: naive loop vs ours (fp32, bf16), roofline -> experiments/bench/<device>.md
+bench: venv  ## fit/eval images/s: naive loop vs ours (fp32, bf16), roofline, demo fit BN unfolded vs folded -> experiments/bench/<device>.md
 	$(PY) experiments/bench_throughput.py $(ARGS)
+
+.PHONY: gpu-check
+gpu-check: venv  ## one GPU check, <= 6 min on an H100/H200 -> experiments/bench/<gpu>.md (ARGS=--quick: CPU smoke run)
+	$(PY) experiments/gpu_check.py $(ARGS)
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache
@@ -89,8 +93,9 @@ fashion-mnist:  ## Debian's dataset-fashion-mnist when missing (else torchvision
 	|| { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
 	|| echo "Fashion-MNIST: apt-get unavailable; torchvision will download it"
 
-# Embedded scale on CPU: EfficientNet-Lite0, photo crops, a synthetic proxy set, Fashion-MNIST.
-# Patterns are shared where the paper shares them (Table 1's CoS run feeds Tables 2, 3, 5, A.1, Figures 3-5).
+# Embedded scale on CPU: EfficientNet-Lite0/1/2, photo crops, a synthetic proxy set, Fashion-MNIST.
+# Patterns are shared where the paper shares them: Table 1's CoS fits on photos are the source patterns
+# of Figures 3-4 and Table 6, and with Table 2's of the transfer matrix.
 paper-embedded: venv fashion-mnist  ## every table and figure at the embedded scale (CPU, 2 shared cores)
 	@mkdir -p outputs; start=$$(date +%s); failed=""; \
 	run() { echo "[paper-embedded] $$*"; nice -n $${NICE:-0} "$$@" $(EMBEDDED_ARGS) $(ARGS) || failed="$$failed|$$*"; }; \
@@ -110,7 +115,36 @@ paper-embedded: venv fashion-mnist  ## every table and figure at the embedded sc
 report: venv  ## tables (Markdown + LaTeX), figures and experiments/$(SCALE).html from outputs/**/metrics.json
 	$(PY) -m dominant_patterns.report --scale $(SCALE) $(REPORT_ARGS)
 
-.PHONY: sweep-embedded dashboard report-check
+# The claims scorecard (docs/claims.md): the embedded runs each claim needs, most needed first, so a
+# run stopped early still answers the first claims; the stable sweep dirs make a rerun skip finished
+# jobs and resume the interrupted one. Lite1/Lite2 seeds 1, 2 and KLLoss on them come last.
+LITE0 := model=efficientnet_lite0
+claims: venv fashion-mnist  ## the runs behind docs/claims.md (embedded, CPU), then the scorecard
+	@mkdir -p outputs; start=$$(date +%s); failed=""; \
+	run() { echo "[claims] $$*"; nice -n $${NICE:-0} "$$@" $(EMBEDDED_ARGS) $(ARGS) || failed="$$failed|$$*"; }; \
+	run $(call experiment,table1_loss_embedded) $(LITE0); \
+	run $(call experiment,table3_label_dependent_embedded); \
+	run $(call experiment,table4_proxy_embedded); \
+	run $(call experiment,tableA1_seeds_embedded) $(LITE0); \
+	run $(call experiment,fig4_layers_embedded) $(LITE0); \
+	run $(call experiment,table6_transfer_embedded) $(LITE0); \
+	run $(call experiment,claims_xi_embedded) $(LITE0) seed=0 loss=cos,ed; \
+	run $(call experiment,claims_baselines_embedded) "+method=cosine_uap,$$($(PY) -m dominant_patterns.report --print-strongest 2 | tr ' ' ',')"; \
+	run $(call experiment,table1_loss_embedded) model=efficientnet_lite1,efficientnet_lite2 seed=0 loss=cos,ed; \
+	run $(call experiment,claims_xi_embedded) model=efficientnet_lite1,efficientnet_lite2 seed=0 loss=cos,ed xi=0.08627450980392157; \
+	run $(call experiment,table1_loss_embedded); \
+	run $(call experiment,tableA1_seeds_embedded); \
+	run $(call experiment,fig4_layers_embedded); \
+	run $(call experiment,table6_transfer_embedded); \
+	run $(call experiment,claims_xi_embedded) $(LITE0) seed=0,1,2; \
+	echo "claims: $$(( $$(date +%s) - start )) s wall" | tee outputs/claims_wall_time.txt; \
+	$(MAKE) --no-print-directory claims-report; \
+	if [ -n "$$failed" ]; then echo "claims: failed steps (the others finished):$$failed" | tr '|' '\n' >&2; exit 1; fi
+
+claims-report: venv  ## docs/claims.md + experiments/claims/* from the records under outputs/ (after make claims)
+	$(PY) -m dominant_patterns.report --claims docs/claims.md --strongest $$($(PY) -m dominant_patterns.report --print-strongest 2 | tr "," " ")
+
+.PHONY: claims claims-report sweep-embedded dashboard report-check
 sweep-embedded: venv  ## EfficientNet-Lite0/1/2 x photos/synthetic x ED/CoS: the offline miniature of the 7 x 3 sweep (12 jobs, CPU)
 	nice -n $${NICE:-0} $(call experiment,sweep_embedded) $(EMBEDDED_ARGS) $(ARGS)
 

@@ -77,6 +77,8 @@ def fit_identity(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDatase
         "eval_dataset": eval_set.name,
         "fit_size": len(fit_set),
         "eval_size": len(eval_set),
+        "epochs": int(cfg.trainer.epochs),
+        "batch_size": int(cfg.trainer.batch_size),
         "loss": cfg.loss.name,
         "loss_layer": cfg.loss.get("layer", "logits"),
         "attack": cfg.attack.name,
