@@ -102,3 +102,20 @@ def test_every_table_builds_from_nothing(tmp_path: Path, spec: report.TableSpec)
     built = report.build_table(load_records(tmp_path / "outputs"), spec, "full", tmp_path / "experiments")
     assert built.runs == 0
     assert (tmp_path / "experiments" / spec.name / "full.md").is_file()
+
+
+def test_sweep_table_has_one_row_per_backbone_and_fit_set_and_one_column_per_loss(tmp_path: Path) -> None:
+    outputs, experiments = tmp_path / "outputs", tmp_path / "experiments"
+    for model in ("efficientnet_lite0", "efficientnet_lite1"):
+        for dataset in ("photos", "synthetic"):
+            for loss, value in (("ed", 0.5), ("cos", 0.2)):
+                write_run(outputs, f"{model}-{dataset}-{loss}", task="sweep_embedded", model=model, dataset=dataset,
+                          loss=loss, dominance_ratio=value)
+    write_run(outputs, "table1", task="table1_embedded", loss="kld", dominance_ratio=0.9)  # another task
+    (built,) = build_report(outputs, experiments, "embedded", only=["sweep"])
+    rows = [f"ours: {m} · {d} · dominance ratio (%)" for m in ("efficientnet_lite0", "efficientnet_lite1")
+            for d in ("photos", "synthetic")]
+    assert [r for r in built.table.index if "dominance" in r] == rows
+    assert list(built.table.columns) == ["CoSLoss", "EDLoss"]
+    assert (built.table.loc[rows, "EDLoss"] == "50.00").all() and (built.table.loc[rows, "CoSLoss"] == "20.00").all()
+    assert (experiments / "sweep" / "embedded.md").is_file()
