@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dominant_patterns.checkpoint import Checkpointer, StateFns
 from dominant_patterns.checks import check_choice
@@ -153,41 +155,43 @@ def optimize_pattern(owner: LoopOwner, delta: torch.Tensor, loader: Iterable[Any
 
     state = pattern_loop_state(delta, optimizer, owner, lambda: dict(stats), load_stats)
     try:
-        for epoch, batches in ck.epochs(state, loader, settings.epochs):
-            if ck.batch == 0:
-                stats.update(epoch_loss=0.0, epoch_start=step)
-            for x, _ in iterate_images(batches, device):
-                x = to_memory_format(x, settings.channels_last)
-                with autocast(device, settings.precision):
-                    loss = loss_fn(x, delta)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                with torch.no_grad():
-                    before = delta.detach().clone()
-                optimizer.step()
-                with torch.no_grad():
-                    loss = loss.detach().float()
-                    bad |= ~torch.isfinite(loss)
-                    delta.copy_(torch.where(bad, before, owner.project(delta)))
-                    window_loss += loss
-                step += 1
-                bar.update(1)
-                logging_step = step % settings.log_every == 0
-                if logging_step or ck.save_due():  # a checkpoint must never hold a non-finite state
-                    window_steps = step - checked_step
-                    value = check(epoch)
-                    stats["epoch_loss"] += value * window_steps
-                    if on_log and logging_step:
-                        on_log({"train/loss": value, "train/epoch": epoch}, step)
-                    bar.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", loss=f"{value:.4f}")
-                ck.step_done()
-            window_steps = step - checked_step
-            stats["epoch_loss"] += check(epoch) * window_steps
-            epoch_loss, epoch_start = stats["epoch_loss"], stats["epoch_start"]
-            epoch_batches = step - epoch_start
-            if on_log and epoch_batches:
-                on_log({"train/epoch_loss": epoch_loss / epoch_batches, "train/epoch": epoch + 1}, step)
-            log.info("epoch %d/%d: mean loss %.5f", epoch + 1, settings.epochs, epoch_loss / max(epoch_batches, 1))
+        # log lines (the epoch losses) print above the progress bar instead of after it on its line
+        with logging_redirect_tqdm() if settings.progress else nullcontext():
+            for epoch, batches in ck.epochs(state, loader, settings.epochs):
+                if ck.batch == 0:
+                    stats.update(epoch_loss=0.0, epoch_start=step)
+                for x, _ in iterate_images(batches, device):
+                    x = to_memory_format(x, settings.channels_last)
+                    with autocast(device, settings.precision):
+                        loss = loss_fn(x, delta)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    with torch.no_grad():
+                        before = delta.detach().clone()
+                    optimizer.step()
+                    with torch.no_grad():
+                        loss = loss.detach().float()
+                        bad |= ~torch.isfinite(loss)
+                        delta.copy_(torch.where(bad, before, owner.project(delta)))
+                        window_loss += loss
+                    step += 1
+                    bar.update(1)
+                    logging_step = step % settings.log_every == 0
+                    if logging_step or ck.save_due():  # a checkpoint must never hold a non-finite state
+                        window_steps = step - checked_step
+                        value = check(epoch)
+                        stats["epoch_loss"] += value * window_steps
+                        if on_log and logging_step:
+                            on_log({"train/loss": value, "train/epoch": epoch}, step)
+                        bar.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", loss=f"{value:.4f}")
+                    ck.step_done()
+                window_steps = step - checked_step
+                stats["epoch_loss"] += check(epoch) * window_steps
+                epoch_loss, epoch_start = stats["epoch_loss"], stats["epoch_start"]
+                epoch_batches = step - epoch_start
+                if on_log and epoch_batches:
+                    on_log({"train/epoch_loss": epoch_loss / epoch_batches, "train/epoch": epoch + 1}, step)
+                log.info("epoch %d/%d: mean loss %.5f", epoch + 1, settings.epochs, epoch_loss / max(epoch_batches, 1))
     except NonFiniteLossError:
         log.error("non-finite loss: stopping with the last good pattern")
         raise
