@@ -13,6 +13,7 @@ import pytest
 from dominant_patterns import report
 from dominant_patterns.records import load_records, newest_per_cell
 from dominant_patterns.report import MISSING, TABLES, build_report, pivot
+from dominant_patterns.report.figures import bar_groups
 
 
 def write_run(root: Path, name: str, *, task: str = "table3_embedded", model: str = "efficientnet_lite0",
@@ -119,3 +120,18 @@ def test_sweep_table_has_one_row_per_backbone_and_fit_set_and_one_column_per_los
     assert list(built.table.columns) == ["CoSLoss", "EDLoss"]
     assert (built.table.loc[rows, "EDLoss"] == "50.00").all() and (built.table.loc[rows, "CoSLoss"] == "20.00").all()
     assert (experiments / "sweep" / "embedded.md").is_file()
+
+
+def test_bars_never_average_two_fit_sets(tmp_path: Path) -> None:
+    spec = next(s for s in TABLES if s.name == "table4_proxy")
+    for dataset, value in (("fashion_mnist", 0.2), ("synthetic", 0.6)):
+        write_run(tmp_path, f"ours-{dataset}", task="table4_embedded", dataset=dataset, fooling_rate=value)
+    write_run(tmp_path, "fff", task="table4_embedded", dataset="synthetic", attack="fff", fooling_rate=0.7)
+    part = load_records(tmp_path)
+    groups = bar_groups(spec, part, "attack", {"attack": ["fff", "dominant"]})
+    assert [label for label, _ in groups] == ["FFF · synthetic", "Ours (dominant pattern) · fashion_mnist",
+                                              "Ours (dominant pattern) · synthetic"]
+    assert [sorted(part.loc[mask, "fooling_rate"]) for _, mask in groups] == [[0.7], [0.2], [0.6]]
+    one_set = part[part["dataset"] == "synthetic"]
+    assert [label for label, _ in bar_groups(spec, one_set, "attack", {"attack": ["fff", "dominant"]})] == [
+        "FFF", "Ours (dominant pattern)"]

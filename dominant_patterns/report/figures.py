@@ -17,6 +17,9 @@ from dominant_patterns.table_specs import TableSpec
 BARS = "bars.png"
 #: Keys whose values a comparison chart groups the bars by, in order of preference.
 CATEGORY_KEYS = ("attack", "loss", "dataset")
+#: A key that splits a category into several bar groups when the table has it as a second axis (Table 4's proxy
+#: sets, the sweep's fit sets), so that no bar averages over two fit sets.
+SPLIT_KEYS = ("dataset",)
 BAR_METRICS = ("dominance_ratio", "fooling_rate")
 
 
@@ -86,9 +89,10 @@ def figure_targeted(part: pd.DataFrame, out: Path) -> list[Path]:
     if part.empty:
         return []
     plt = pyplot()
-    part = part.sort_values("target_class", na_position="first")
-    labels = [("untargeted" if pd.isna(t) else f"{int(t)}") + f"\n{c}"
-              for t, c in zip(part["target_class"], part["dominant_class_name"], strict=True)]
+    part = part.sort_values(["target_class", "model"], na_position="first", kind="stable")
+    several = part["model"].nunique() > 1  # then each bar names its backbone
+    labels = [("untargeted" if pd.isna(t) else f"{int(t)}") + f"\n{c}" + (f"\n{m}" if several else "")
+              for t, c, m in zip(part["target_class"], part["dominant_class_name"], part["model"], strict=True)]
     fig, ax = plt.subplots(figsize=(1.6 * len(part) + 2, 3.6))
     ax.bar(range(len(part)), part["dominance_ratio"].astype(float) * 100, color="tab:red")
     ax.set_xticks(range(len(part)), labels, fontsize=7)
@@ -116,6 +120,25 @@ def comparison_keys(spec: TableSpec) -> tuple[str, str] | None:
     return category, "model"
 
 
+def bar_groups(spec: TableSpec, part: pd.DataFrame, category: str,
+               orders: dict[str, list[object]]) -> list[tuple[str, pd.Series]]:
+    """(label, row mask) of each bar group: one per value of ``category``, split by fit set (:data:`SPLIT_KEYS`)
+    when the table has that axis too and the records hold several, so that no bar averages two fit sets."""
+    names = {"attack": ATTACK_NAMES, "loss": LOSS_NAMES}.get(category, {})
+    keys = [*spec.rows, *spec.cols]
+    split = next((k for k in SPLIT_KEYS if k in keys and k != category and part[k].nunique() > 1), None)
+    groups = []
+    for value in _ordered(part[category], orders.get(category, [])):
+        mask = part[category] == value
+        name = names.get(str(value), str(value))
+        if split is None:
+            groups.append((name, mask))
+            continue
+        groups += [(f"{name} · {sub}", mask & (part[split] == sub))
+                   for sub in _ordered(part.loc[mask, split], orders.get(split, []))]
+    return groups
+
+
 def figure_bars(spec: TableSpec, part: pd.DataFrame, out: Path, scale: str) -> list[Path]:
     """Grouped bars of dominance ratio and fooling rate (mean ± std over seeds): one group per method /
     loss / fit set, one bar per backbone, in the table's orders."""
@@ -129,23 +152,21 @@ def figure_bars(spec: TableSpec, part: pd.DataFrame, out: Path, scale: str) -> l
         return []
     rows, cols = spec.orders(scale)
     orders = {**rows, **cols}
-    cats = _ordered(part[category], orders.get(category, []))
     models = _ordered(part[series], orders.get(series, []))
-    names = {"attack": ATTACK_NAMES, "loss": LOSS_NAMES}.get(category, {})
+    groups = bar_groups(spec, part, category, orders)
     plt = pyplot()
     width = 0.8 / len(models)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.0, 0.9 * len(cats) * max(1, len(models) / 2)) *
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.0, 0.9 * len(groups) * max(1, len(models) / 2)) *
                                                       len(metrics) / 1.4, 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for j, model in enumerate(models):
-            stats = [part.loc[(part[category] == c) & (part[series] == model), metric].astype(float) * 100
-                     for c in cats]
+            stats = [part.loc[mask & (part[series] == model), metric].astype(float) * 100 for _, mask in groups]
             means = [s.mean() if len(s) else float("nan") for s in stats]
             errs = [s.std(ddof=1) if len(s) > 1 else 0.0 for s in stats]
-            xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(cats))]
+            xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(groups))]
             ax.bar(xs, means, width * 0.95, yerr=errs, capsize=2, label=str(model))
-        ax.set_xticks(range(len(cats)), [names.get(str(c), str(c)) for c in cats], rotation=30 if len(cats) > 3
-                      else 0, ha="right" if len(cats) > 3 else "center", fontsize=7)
+        ax.set_xticks(range(len(groups)), [label for label, _ in groups], rotation=30 if len(groups) > 3
+                      else 0, ha="right" if len(groups) > 3 else "center", fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel(METRIC_NAMES[metric], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
