@@ -89,7 +89,7 @@ def figure_targeted(part: pd.DataFrame, out: Path) -> list[Path]:
     if part.empty:
         return []
     plt = pyplot()
-    part = part.sort_values(["target_class", "model"], na_position="first", kind="stable")
+    part = part.sort_values(["target_class", "model"], na_position="first")
     several = part["model"].nunique() > 1  # then each bar names its backbone
     labels = [("untargeted" if pd.isna(t) else f"{int(t)}") + f"\n{c}" + (f"\n{m}" if several else "")
               for t, c, m in zip(part["target_class"], part["dominant_class_name"], part["model"], strict=True)]
