@@ -1,6 +1,6 @@
 """dominant-patterns: find, evaluate and study dominant patterns of image classifiers."""
 
-from dominant_patterns import model_zoo, timm_models  # noqa: F401  (registers the model families)
+from dominant_patterns import model_zoo, photo_pool, timm_models  # noqa: F401  (register model families, datasets)
 from dominant_patterns.api import evaluate_pattern, find_dominant_pattern, wrap_classifier
 from dominant_patterns.models import ClassifierWrapper, build_model
 

@@ -9,30 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dominant_patterns.errors import UserInputError
-
-
-def save_pattern(path: Path, delta: torch.Tensor, meta: dict[str, Any]) -> None:
-    """Save ``{"delta": tensor, **meta}``; loadable with ``torch.load(weights_only=True)``."""
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({"delta": delta.detach().float().cpu(), **meta}, tmp)
-    tmp.replace(path)
-
-
-def load_pattern(path: str | Path) -> dict[str, Any]:
-    """Load a ``pattern.pt`` safely (no arbitrary unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"pattern={path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserInputError(f"pattern={path} could not be loaded with weights_only=True ({exc}); "
-                             "only files written by this framework (tensors and plain values) are accepted") from exc
-    if not isinstance(obj, dict) or "delta" not in obj:
-        raise UserInputError(f"pattern={path} holds no 'delta' tensor")
-    return obj
-
 
 def pattern_to_uint8(delta: torch.Tensor, xi: float) -> np.ndarray:
     """Map delta from [-xi, xi] to [0, 255] (as in the paper's figures); HWC uint8."""

@@ -20,11 +20,13 @@ cached clean predictions.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -37,7 +39,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dominant_patterns.data import ImageFileDataset, SplitDataset, TensorImageDataset, skip_none_collate
+from dominant_patterns.data import (
+    ImageFileDataset,
+    SplitDataset,
+    TensorImageDataset,
+    open_rgb,
+    readable_split,
+    require_images,
+    skip_none_collate,
+)
+from dominant_patterns.errors import StorageError
 from dominant_patterns.models import ClassifierWrapper
 
 log = logging.getLogger(__name__)
@@ -83,14 +94,11 @@ class _DecodeSquare(torch.utils.data.Dataset):
         return len(self.dataset.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(self.dataset.paths[i]) as img:
-                return self.transform(img.convert("RGB")), i
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            warnings.warn(f"skipping unreadable image {self.dataset.paths[i]}: {exc}", stacklevel=1)
+        image = open_rgb(self.dataset.paths[i])
+        if isinstance(image, str):
+            warnings.warn(f"skipping unreadable image {self.dataset.paths[i]}: {image}", stacklevel=1)
             return None
+        return self.transform(image), i
 
 
 @dataclass
@@ -144,6 +152,46 @@ def _load_entry(folder: Path) -> CachedImages:
     return CachedImages(shards, labels, sources, meta)
 
 
+def check_free_space(root: Path, nbytes: int) -> None:
+    """Refuse a cache build that cannot fit (a memory-mapped write to a full disk ends in SIGBUS, not an error)."""
+    free = shutil.disk_usage(root).free
+    if free < nbytes + (16 << 20):
+        raise StorageError(f"the image cache needs {nbytes / 2**20:.0f} MiB under {root} but only {free / 2**20:.0f} "
+                           "MiB are free")
+
+
+def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A uint8 ``.npy`` memmap whose blocks are allocated up front, so a full disk is an ``OSError`` here
+    instead of a SIGBUS on a later write through the mapping."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+    return array
+
+
+def remove_dead_builds(root: Path) -> None:
+    """Remove temporary entries of cache builds whose process (on this host) no longer runs."""
+    host = socket.gethostname()
+    for tmp in root.glob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 4)  # .<entry>.<host>.<pid>.<random>.tmp
+        if len(parts) < 5 or parts[-4] != host or not parts[-3].isdigit():
+            continue
+        try:
+            os.kill(int(parts[-3]), 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("removed %s, left by a cache build that was killed", tmp)
+
+
 def build_image_cache(dataset: ImageFileDataset, cache_dir: str | Path, *, augment: bool | None = None,
                       num_workers: int = 0) -> CachedImages:
     """Decode ``dataset`` once into shards under ``cache_dir`` (or load the existing entry).
@@ -161,8 +209,11 @@ def build_image_cache(dataset: ImageFileDataset, cache_dir: str | Path, *, augme
         entry.meta["reused"] = True
         return entry
     root.mkdir(parents=True, exist_ok=True)
+    remove_dead_builds(root)
+    check_free_space(root, len(dataset.paths) * 3 * size * size)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}.{socket.gethostname()}.{os.getpid()}.",
+                                suffix=".tmp"))
     try:
         n = len(dataset.paths)
         resize = int(round(dataset.image_size * 256 / 224))
@@ -179,8 +230,7 @@ def build_image_cache(dataset: ImageFileDataset, cache_dir: str | Path, *, augme
                         counts.append(filled)
                     shard_names.append(f"images-{len(shard_names):05d}.npy")
                     rows = min(SHARD_IMAGES, n - len(sources))
-                    shard = np.lib.format.open_memmap(tmp / shard_names[-1], mode="w+", dtype=np.uint8,
-                                                      shape=(rows, 3, size, size))
+                    shard = reserved_memmap(tmp / shard_names[-1], (rows, 3, size, size))
                     filled = 0
                 shard[filled] = image.numpy()
                 filled += 1
@@ -250,13 +300,16 @@ class CachedImageDataset(TensorImageDataset):
 def cache_dataset(dataset: SplitDataset, cache_dir: str | Path, *, num_workers: int = 0) -> tuple[SplitDataset, float]:
     """The cached version of a file-backed dataset, and the seconds this call spent building its cache.
 
-    Other datasets (already in memory) are returned unchanged with 0 seconds.
+    Other datasets (already in memory) are returned unchanged with 0 seconds. A split with no readable image
+    stops here (:class:`~dominant_patterns.errors.DataError`).
     """
     if not isinstance(dataset, ImageFileDataset):
         return dataset, 0.0
     entry = build_image_cache(dataset, cache_dir, num_workers=num_workers)
     seconds = 0.0 if entry.meta.get("reused") else float(entry.meta["build_seconds"])
-    return CachedImageDataset(entry, dataset, augment=dataset.augment), seconds
+    cached = CachedImageDataset(entry, dataset, augment=dataset.augment)
+    require_images(cached, len(dataset.paths))
+    return cached, seconds
 
 
 def random_crop_flip(images: torch.Tensor, size: int, generator: torch.Generator, *,
@@ -409,9 +462,21 @@ def cached_clean_predictions(model: ClassifierWrapper, dataset: SplitDataset, lo
     return pred
 
 
-def cache_if_enabled(dataset: SplitDataset, dataset_cfg: Any,
-                     cache_dir: str | Path | None) -> tuple[SplitDataset, float]:
-    """Apply :func:`cache_dataset` when ``dataset_cfg.cache`` is true and a cache dir is set (else a no-op)."""
-    if not cache_dir or not dataset_cfg.get("cache", False):
+def prepare_split(dataset: SplitDataset, dataset_cfg: Any, cache_dir: str | Path | None) -> tuple[SplitDataset, float]:
+    """A split decoded once before any fit, and the seconds its cache build took.
+
+    With ``dataset.cache`` and a cache dir, file-backed splits are decoded into the cache (:func:`cache_dataset`);
+    otherwise each file is decoded once to find the unreadable ones (``data.readable_split``). Either way every
+    unreadable file is named and left out (``split_record["skipped"]``) and an empty split stops the run. A cache
+    that cannot be written (a full disk) is a warning: the run goes on from the files.
+    """
+    if not isinstance(dataset, ImageFileDataset):
         return dataset, 0.0
-    return cache_dataset(dataset, cache_dir, num_workers=int(dataset_cfg.get("num_workers") or 0))
+    workers = int(dataset_cfg.get("num_workers") or 0)
+    if cache_dir and dataset_cfg.get("cache", False):
+        try:
+            return cache_dataset(dataset, cache_dir, num_workers=workers)
+        except OSError as exc:
+            log.warning("image cache under %s unavailable (%s); reading %s/%s from its files", cache_dir,
+                        exc.strerror or exc, dataset.name, dataset.split)
+    return readable_split(dataset, num_workers=workers), 0.0

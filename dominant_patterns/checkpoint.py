@@ -203,8 +203,11 @@ class Checkpointer:
         self._state: Stateful | None = None
         self._loader: Any = None
         self._epoch_rng: dict[str, Any] | None = None
-        self._last_saved: Path | None = None
         self._write_failed = False
+        #: Fit seconds and segments (process runs) of the checkpointed fit before this one, read on resume.
+        self.seconds_before = 0.0
+        self.segments_before = 0
+        self._clock: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -249,6 +252,8 @@ class Checkpointer:
                             payload["step"])
             self.loaded = payload
             self.epoch, self.batch, self.step = payload["epoch"], payload["batch"], payload["step"]
+            self.seconds_before = float(payload.get("fit_seconds", 0.0))  # absent from checkpoints before it existed
+            self.segments_before = int(payload.get("segments", 1))
             log.info("resuming from %s: epoch %d, batch %d, step %d", p, self.epoch, self.batch, self.step)
             return payload
         if problems:
@@ -263,6 +268,21 @@ class Checkpointer:
             raise UserInputError(f"resume=true but {self.directory} holds no checkpoint ({CHECKPOINT}); "
                                  "point hydra.run.dir (or hydra.sweep.dir) at the interrupted run's dir")
         return None
+
+    # -- fit time across segments ----------------------------------------------------------------
+
+    def start_clock(self) -> None:
+        """Start timing this segment of the fit (a resumed fit adds the seconds its checkpoint stored)."""
+        self._clock = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Fit seconds so far: earlier segments (from the checkpoint) plus this one since :meth:`start_clock`."""
+        return self.seconds_before + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+
+    @property
+    def segments(self) -> int:
+        """How many process runs this fit took (1 for an uninterrupted one)."""
+        return self.segments_before + 1
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -346,7 +366,8 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "fingerprint": self.fingerprint, "config": self.config, "epoch": self.epoch,
                    "batch": self.batch, "step": self.step, "state": self._state.state_dict(),
-                   "rng": capture_rng(self._loader), "epoch_rng": self._epoch_rng, "time": time.time()}
+                   "rng": capture_rng(self._loader), "epoch_rng": self._epoch_rng, "time": time.time(),
+                   "fit_seconds": self.elapsed(), "segments": self.segments}
         try:
             write_checkpoint(self.path, payload, previous=self.previous_path)
         except OSError as exc:  # e.g. a full disk: keep fitting, the older checkpoint stays valid
@@ -355,13 +376,13 @@ class Checkpointer:
                             exc)
                 self._write_failed = True
             return None
-        self._last_saved = self.path
         return self.path
 
     # -- signals ------------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """Turn SIGTERM/SIGUSR1 (and submitit's preemption signal) into a checkpoint and :class:`Interrupted`.
+        """Turn SIGTERM/SIGUSR1 (under submitit: SIGUSR1 and its preemption signal USR2) into a checkpoint and
+        :class:`Interrupted`.
 
         Inside the loop the signal is honoured at the next step end (the state is consistent
         there); elsewhere it raises at once. The previous handler (e.g. submitit's requeue) is
@@ -372,7 +393,9 @@ class Checkpointer:
         signums = [signal.SIGTERM, signal.SIGUSR1]
         usr2 = signal.getsignal(signal.SIGUSR2)
         if callable(usr2) and usr2 is not signal.default_int_handler:  # submitit's checkpoint-and-requeue
-            signums.append(signal.SIGUSR2)
+            # SIGTERM stays submitit's (it ignores it): SLURM sends it before USR2 when preempting and before
+            # SIGKILL when cancelling; exiting on it ended a preempted job before its requeue
+            signums = [signal.SIGUSR1, signal.SIGUSR2]
         for s in signums:
             self._previous_handlers[s] = signal.signal(s, self._on_signal)
 

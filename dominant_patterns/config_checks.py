@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import typing
@@ -40,8 +41,10 @@ from dominant_patterns.checks import (
     check_xi,
 )
 from dominant_patterns.devices import visible_gpu_count
-from dominant_patterns.errors import ConfigError
+from dominant_patterns.errors import ConfigError, StorageError
 from dominant_patterns.loops import TrainerSettings
+from dominant_patterns.pattern_files import FIT_RULES, SCALES
+from dominant_patterns.run_dir import atomic_write, storage_error
 
 # Optional[...] is kept (not ``X | None``): OmegaConf reads these annotations at runtime on py3.10.
 # ruff: noqa: UP007, UP045
@@ -92,6 +95,9 @@ class RunSchema:
     tags: list[str] = field(default_factory=list)
     overwrite: bool = False
     checkpoint_every: int = 50
+    pattern_scale: Optional[str] = None
+    pattern_xi: Optional[float] = None
+    pattern_fit: Optional[str] = None
 
 
 @dataclass
@@ -118,6 +124,10 @@ class DatasetSchema:
     label_space: Optional[str] = None
     num_workers: Optional[int] = None
     download: Optional[bool] = None
+    ground_truth: Optional[str] = None
+    min_scale: Optional[float] = None
+    eval_share: Optional[float] = None
+    allow_missing: Optional[bool] = None
 
 
 @dataclass
@@ -154,6 +164,7 @@ class LoggerSchema:
     group: Optional[str] = None
     job_type: Optional[str] = None
     run_name: Optional[str] = None
+    init_timeout: Optional[float] = None
 
 
 #: config key -> schema; ``""`` is the top level.
@@ -243,6 +254,12 @@ def check_ranges(cfg: DictConfig) -> None:
     if "seed" in cfg:
         check_number("seed", cfg.seed, integer=True)
     check_task_name(cfg.get("task_name", ""))
+    if cfg.get("pattern_scale") is not None:
+        check_choice("pattern_scale", str(cfg.pattern_scale), SCALES)
+    if cfg.get("pattern_fit") is not None:
+        check_choice("pattern_fit", str(cfg.pattern_fit), FIT_RULES)
+    if cfg.get("pattern_xi") is not None:
+        check_xi(cfg.pattern_xi, "pattern_xi")
     check_choice("resume", str(cfg.get("resume", "auto")).lower(), RESUME_MODES)
     every = cfg.get("checkpoint_every", 0)
     if isinstance(every, int) and every < 0:
@@ -287,18 +304,44 @@ class EarlyChecks(Callback):
     ``task_name`` is part of ``hydra.run.dir``/``hydra.sweep.dir``, which Hydra creates before the app
     runs, so ``task_name=../x`` would already have made a folder outside ``paths.output_dir``. Hydra
     turns a callback's exceptions into warnings, so a bad name exits here (code 2, like other bad input).
+    The output dir must also take a write (Hydra writes ``.hydra/`` there before the app starts): a full or
+    read-only disk exits here with one line (code 4, like any essential write).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
+        self._check(config, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
+        self._check(config, "sweep")
 
     @staticmethod
-    def _check(config: DictConfig) -> None:
+    def _check(config: DictConfig, mode: str) -> None:
         try:
             check_task_name(config.get("task_name", ""))
         except (ConfigError, OmegaConfBaseException) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)
+        folder = OmegaConf.select(config, f"hydra.{mode}.dir", default=None)
+        try:
+            if folder is not None:
+                probe_writable(Path(str(folder)))
+        except StorageError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(4)
+
+
+#: Bytes a probe write must fit before Hydra writes its own files (``.hydra/*.yaml``, ``run.log``) into a dir.
+PROBE_BYTES = 64 * 1024
+
+
+def probe_writable(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) :data:`PROBE_BYTES` there; :class:`StorageError` when it fails."""
+    probe = folder / ".write_probe.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(probe, lambda f: f.write(bytes(PROBE_BYTES)))
+    except OSError as exc:
+        raise storage_error(probe.parent, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

@@ -73,15 +73,73 @@ class ImageFileDataset(SplitDataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(self.paths[i]) as img:
-                image = self.transform(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            warnings.warn(f"skipping unreadable image {self.paths[i]}: {exc}", stacklevel=1)
+        image = open_rgb(self.paths[i])
+        if isinstance(image, str):
+            warnings.warn(f"skipping unreadable image {self.paths[i]}: {image}", stacklevel=1)
             return None
-        return image, self.labels[i]
+        return self.transform(image), self.labels[i]
+
+
+def open_rgb(path: Path) -> Any:
+    """The decoded RGB picture at ``path`` (a PIL image), or a short reason why it cannot be used.
+
+    Anything a disk can hold is handled: truncated or corrupt files, non-images with an image suffix, folders,
+    broken links, decompression bombs, modes that do not convert to RGB.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+
+
+class _Probe(Dataset):
+    """Decodes each file of an :class:`ImageFileDataset` and says only whether it can be used."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, str | None]:
+        image = open_rgb(self.paths[i])
+        return i, image if isinstance(image, str) else None
+
+
+def readable_split(dataset: ImageFileDataset, *, num_workers: int = 0) -> ImageFileDataset:
+    """``dataset`` without its unreadable files, each decoded once to find them (named in the log and in
+    ``split_record["skipped"]``); raises :class:`DataError` when none is left. Run before any fit."""
+    loader = DataLoader(_Probe(dataset.paths), batch_size=32, num_workers=num_workers, collate_fn=list)
+    bad: dict[int, str] = {}
+    for batch in loader:
+        bad.update({i: reason for i, reason in batch if reason is not None})
+    for i, reason in sorted(bad.items()):
+        log.warning("skipping unreadable image %s (%s)", dataset.paths[i], reason)
+    keep = [i for i in range(len(dataset.paths)) if i not in bad]
+    record = {**dataset.split_record, "skipped": [str(dataset.paths[i]) for i in sorted(bad)]}
+    out = ImageFileDataset([dataset.paths[i] for i in keep], [dataset.labels[i] for i in keep],
+                           image_size=dataset.image_size, augment=dataset.augment, name=dataset.name,
+                           split=dataset.split, label_space=dataset.label_space, split_record=record)
+    require_images(out, len(dataset.paths))
+    return out
+
+
+def require_images(dataset: SplitDataset, files: int) -> None:
+    """Stop before any fit when a split has no usable image left (naming a few of its unreadable files)."""
+    if len(dataset) == 0:
+        skipped = list(dataset.split_record.get("skipped") or [])
+        examples = ", ".join(skipped[:3]) + (f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else "")
+        raise DataError(f"dataset '{dataset.name}' split '{dataset.split}': none of its {files} files can be read"
+                        + (f" (e.g. {examples})" if examples else "") + "; check dataset.root")
+
+
+def skipped_files(dataset: SplitDataset) -> list[str]:
+    """The files of a split that were found unreadable and left out (empty for in-memory datasets)."""
+    return list(dataset.split_record.get("skipped") or [])
 
 
 def file_transform(image_size: int, augment: bool) -> Callable[[Any], torch.Tensor]:
@@ -198,26 +256,27 @@ def seeded_split(n: int, eval_size: int, fit_size: int | None, seed: int) -> tup
     return fit_idx, eval_idx
 
 
-IMAGENET_HINT = ("Download ILSVRC2012_img_val.tar from image-net.org and arrange it in one folder "
-                 "per class (wnid), e.g. with the valprep.sh script, then set dataset.root.")
+IMAGENET_HINT = ("Download ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz from image-net.org, extract "
+                 "the images into one folder with the devkit beside it (or one folder per class wnid), "
+                 "then set dataset.root.")
 
 
 @DATASETS.register("imagenet")
 def imagenet_dataset(req: DatasetRequest) -> SplitDataset:
-    """ILSVRC2012 val as an ImageFolder (wnid subfolders); the paper's seeded 40k/10k split."""
-    from torchvision.datasets.folder import find_classes
+    """ILSVRC2012 images labelled by ImageNet-1k class index; the paper's seeded 40k/10k split.
+
+    Layouts (see :mod:`dominant_patterns.imagenet_layout`): wnid class folders (all 1,000 or any subset), or
+    the flat val folder with its ground truth (devkit, ``LOC_val_solution.csv``, ``dataset.ground_truth``).
+    """
+    from dominant_patterns.imagenet_layout import find_imagenet_files
 
     root = _require_root(req.get("root"), "imagenet", IMAGENET_HINT)
-    classes, class_to_idx = find_classes(str(root))
-    paths, labels = [], []
-    for cls in classes:
-        for p in list_images(root / cls):
-            paths.append(p)
-            labels.append(class_to_idx[cls])
+    found = find_imagenet_files(root, IMAGE_EXTENSIONS, req.get("ground_truth"))
+    paths, labels = found.paths, found.labels
     fit_idx, eval_idx = seeded_split(len(paths), int(req.get("eval_size", 10000)),
                                      req.get("fit_size"), int(req.get("split_seed", 0)))
     idx = fit_idx if req.split == "fit" else eval_idx
-    record = {"root": str(root), "split_seed": int(req.get("split_seed", 0)),
+    record = {"root": str(root), "split_seed": int(req.get("split_seed", 0)), **found.record(),
               "files": [str(paths[i].relative_to(root)) for i in idx]}
     return ImageFileDataset([paths[i] for i in idx], [labels[i] for i in idx], image_size=req.image_size,
                             augment=bool(req.get("augment", True)) and req.split == "fit", name="imagenet",

@@ -13,3 +13,8 @@ class ConfigError(UserInputError):
 
 class DataError(UserInputError):
     """A dataset root is missing, empty or unreadable."""
+
+
+class StorageError(OSError):
+    """An essential output (metrics.json, pattern.pt, a checkpoint) could not be written: the message names the
+    file, the OS error and the free space left."""

@@ -18,10 +18,10 @@ import hydra
 from omegaconf import DictConfig
 
 from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.jobs import container, guarded, limit, load_source_pattern, open_job
+from dominant_patterns.data import make_loader
+from dominant_patterns.jobs import container, guarded, limit, load_source_pattern, load_split, open_job, skipped_counts
 from dominant_patterns.metrics import evaluate_patterns, noise_floors
-from dominant_patterns.records import source_identity
+from dominant_patterns.sweep_status import exit_if_jobs_failed
 
 log = logging.getLogger("dominant_patterns.evaluate")
 
@@ -30,14 +30,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the pattern on ``cfg.model`` over the eval split of ``cfg.dataset``; write metrics.json."""
     with open_job(cfg, "evaluate") as job:
         settings = job.settings
-        model, delta, meta, path, xi = load_source_pattern(cfg, settings)
+        model, delta, meta, path, xi, source = load_source_pattern(cfg, settings)
         data_cfg = container(cfg.dataset)
         if cfg.get("max_images"):  # datasets with a max_images key decode only that many
             data_cfg = {**data_cfg, "max_images": data_cfg.get("max_images") or int(cfg.max_images)}
-        eval_set = build_dataset(data_cfg, split="eval", image_size=model.input_size, seed=int(cfg.seed))
+        eval_set = load_split(data_cfg, "eval", model, int(cfg.seed))
         loader = make_loader(limit(eval_set, cfg.get("max_images")), batch_size=settings.eval_batch_size,
                              shuffle=False, num_workers=int(cfg.dataset.get("num_workers") or 0))
-        recorder = job.record(**source_identity(meta, path), model=model.name, dataset=eval_set.name,
+        recorder = job.record(**source, model=model.name, dataset=eval_set.name,
                               eval_dataset=eval_set.name, eval_size=len(loader.dataset))  # type: ignore[arg-type]
         patterns = {"pattern": delta}
         if cfg.get("floors"):
@@ -49,10 +49,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                    and eval_set.label_space == model.label_space)
         metrics = result.patterns["pattern"]
         results = {"metrics": metrics, "floors": {k: v for k, v in result.patterns.items() if k != "pattern"},
-                   "timing": {"eval_seconds": time.perf_counter() - start}}
+                   "timing": {"eval_seconds": time.perf_counter() - start}, **skipped_counts(eval=eval_set)}
         recorder.log({"eval": metrics})
         recorder.finish(results)
-        print(f"{meta.get('model')} pattern ({meta.get('dataset')}) on {model.name} / {eval_set.name}: "
+        origin = f"{meta.get('model')} pattern ({meta.get('dataset')})" if meta.get("model") else f"pattern {path.name}"
+        print(f"{origin} on {model.name} / {eval_set.name}: "
               f"fooling {metrics['fooling_rate']:.1%}, dominance {metrics['dominance_ratio']:.1%} "
               f"({metrics['dominant_class_name']})", flush=True)
         return results
@@ -66,6 +67,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     refuse_foreign_experiments("evaluate", sys.argv[1:])
     hydra_main()
+    exit_if_jobs_failed()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
     # the recorder is closed with exit code 0, or 1 when the block raised
 
 :func:`guarded` turns the errors a user can act on into a message and an exit code (2: bad input,
-3: non-finite loss, 128 + signal: interrupted, after a checkpoint).
+3: non-finite loss, 4: an essential output could not be written, 128 + signal: interrupted, after a checkpoint).
 """
 
 from __future__ import annotations
@@ -25,27 +25,30 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from dominant_patterns.artifacts import load_pattern
+from dominant_patterns.cache import prepare_split
 from dominant_patterns.checkpoint import Interrupted
 from dominant_patterns.config_checks import APPS, check_config
-from dominant_patterns.data import SplitDataset, build_dataset
+from dominant_patterns.data import SplitDataset, build_dataset, skipped_files
 from dominant_patterns.devices import claim_device, describe_device, resolve_device, start_device, stop_device
-from dominant_patterns.errors import UserInputError
+from dominant_patterns.errors import StorageError, UserInputError
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
 from dominant_patterns.models import ClassifierWrapper, build_model
-from dominant_patterns.records import find_source_run, run_identity
-from dominant_patterns.sweep_status import record_job
+from dominant_patterns.pattern_files import read_pattern_file
+from dominant_patterns.records import find_source_run, run_identity, source_identity
+from dominant_patterns.run_dir import own_run_dir, remove_leftovers
+from dominant_patterns.sweep_status import JOB_NOTES, record_job
 from dominant_patterns.tracking import RunRecorder
 
 log = logging.getLogger("dominant_patterns")
 
 T = TypeVar("T")
+#: Exit codes of a single run beside 2 (bad input): a non-finite loss, an essential file that could not be written.
+EXIT_CODES: dict[type, int] = {NonFiniteLossError: 3, StorageError: 4}
 
 
 def container(cfg: Any) -> Any:
@@ -101,15 +104,18 @@ def open_job(cfg: DictConfig, kind: str) -> Iterator[Job]:
     """Check the whole config, take the job's device, then yield the job; its recorders are closed with the
     job's exit code.
 
-    The device: ``trainer.device`` resolved once for the job (``devices.claim_device``: ``auto`` spreads a
-    multirun's jobs over the GPUs by job number, ``cuda:K`` pins one), held until the job ends.
+    The output dir is this process's for the job (``run_dir.own_run_dir``: a second process is refused; temp
+    files a killed write left there are removed). The device: ``trainer.device`` resolved once for the job
+    (``devices.claim_device``: ``auto`` spreads a multirun's jobs over the GPUs by job number, ``cuda:K`` pins
+    one), held until the job ends.
     """
     check_config(cfg, kind)
     settings = TrainerSettings.from_config(container(cfg.trainer))
-    with claim_device(settings.device, job_number()) as device:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    with own_run_dir(out_dir), claim_device(settings.device, job_number()) as device:
+        remove_leftovers(out_dir)
         start_device(device)
-        job = Job(cfg, kind, Path(HydraConfig.get().runtime.output_dir), replace(settings, device=str(device)),
-                  device=device)
+        job = Job(cfg, kind, out_dir, replace(settings, device=str(device)), device=device)
         exit_code = 1
         try:
             yield job
@@ -121,16 +127,18 @@ def open_job(cfg: DictConfig, kind: str) -> Iterator[Job]:
 
 
 def guarded(task: Callable[[], T]) -> T | None:
-    """Run an entry point's task; bad input and non-finite losses end with a message (exit 2 / 3 in a
-    single run; a multirun records the failed job and goes on), a stop signal with :func:`stop_after_interrupt`."""
+    """Run an entry point's task; bad input, non-finite losses and unwritable outputs end with a one-line message
+    (exit 2 / 3 / 4 in a single run; in a multirun the job is recorded as failed with that line and the sweep goes
+    on, ending with exit code 1), a stop signal with :func:`stop_after_interrupt`."""
+    JOB_NOTES.clear()
     try:
         return task()
-    except (UserInputError, NonFiniteLossError) as exc:
+    except (UserInputError, NonFiniteLossError, StorageError) as exc:
         log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         if HydraConfig.get().mode == RunMode.RUN:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(3 if isinstance(exc, NonFiniteLossError) else 2)
-        raise
+            sys.exit(next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 2))
+        JOB_NOTES.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     except Interrupted as exc:
         stop_after_interrupt(exc)
     return None
@@ -181,50 +189,60 @@ def load_datasets(cfg: DictConfig, model: ClassifierWrapper,
     return fit_set, eval_set
 
 
+def load_split(data_cfg: dict[str, Any], split: str, model: ClassifierWrapper, seed: int) -> SplitDataset:
+    """A split of an analysis app, its files decoded once first (unreadable ones named and left out; none left:
+    :class:`~dominant_patterns.errors.DataError`), as the fitting app's splits are."""
+    dataset = build_dataset(data_cfg, split=split, image_size=model.input_size, seed=seed)
+    return prepare_split(dataset, data_cfg, cache_dir=None)[0]
+
+
+def skipped_counts(**splits: SplitDataset) -> dict[str, Any]:
+    """``skipped_<split>_images`` and ``skipped_<split>_files`` of a record, for each split given."""
+    out: dict[str, Any] = {}
+    for split, dataset in splits.items():
+        files = skipped_files(dataset)
+        out.update({f"skipped_{split}_images": len(files), f"skipped_{split}_files": files})
+    return out
+
+
 def limit(dataset: SplitDataset, n: int | None) -> SplitDataset | Subset:
     """The first ``n`` images of a split (all when ``n`` is None)."""
     return dataset if not n or n >= len(dataset) else Subset(dataset, range(int(n)))
 
 
-def resolve_pattern(cfg: DictConfig) -> tuple[torch.Tensor, dict[str, Any], Path]:
-    """``(delta, meta, path)`` from ``cfg.pattern`` (file or run folder) or the ``cfg.source`` lookup."""
+def pattern_path(cfg: DictConfig) -> Path:
+    """The pattern file of an analysis app: ``cfg.pattern`` (a file or run folder) or the ``cfg.source`` lookup."""
     if cfg.get("pattern"):
-        path = Path(str(cfg.pattern)).expanduser()
-        if path.is_dir():
-            path = path / "pattern.pt"
-    else:
-        source = OmegaConf.to_container(cfg.source, resolve=True)
-        path = find_source_run(cfg.paths.output_dir, source) / "pattern.pt"  # type: ignore[arg-type]
-    obj = load_pattern(path)
-    delta = obj.pop("delta").float()
-    log.info("pattern %s (model %s, fit on %s)", path, obj.get("model"), obj.get("dataset"))
-    return delta, obj, path
-
-
-def fit_to_model(delta: torch.Tensor, model: ClassifierWrapper, xi: float) -> torch.Tensor:
-    """Resize a pattern made for another input size (bilinear), keeping ``|delta| <= xi``."""
-    size = model.input_size
-    if delta.shape[-1] == size and delta.shape[-2] == size:
-        return delta
-    log.warning("resizing the pattern from %s to %dx%d for %s", tuple(delta.shape[-2:]), size, size, model.name)
-    resized = F.interpolate(delta[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    return resized.clamp(-xi, xi)
+        return Path(str(cfg.pattern)).expanduser()
+    source = OmegaConf.to_container(cfg.source, resolve=True)
+    return find_source_run(cfg.paths.output_dir, source) / "pattern.pt"  # type: ignore[arg-type]
 
 
 class SourcePattern(NamedTuple):
-    """The model an analysis app scores on, and the saved pattern (resized to it) it scores."""
+    """The model an analysis app scores on, and the checked pattern (fitted to its input size) it scores."""
 
     model: ClassifierWrapper
     delta: torch.Tensor
     meta: dict[str, Any]
     path: Path
     xi: float
+    identity: dict[str, Any]
 
 
 def load_source_pattern(cfg: DictConfig, settings: TrainerSettings) -> SourcePattern:
-    """Seed, build ``cfg.model`` and load the pattern resized to it (evaluate, layers, transfer)."""
+    """Seed, build ``cfg.model`` and read the pattern (ours or any file, ``pattern_files.read_pattern_file``),
+    checked and fitted to the model (evaluate, layers, transfer); ``identity``: what its record inherits."""
     seed_everything(int(cfg.seed))
     model = load_model(cfg, settings)
-    delta, meta, path = resolve_pattern(cfg)
-    xi = float(meta.get("xi") or delta.abs().max())
-    return SourcePattern(model, fit_to_model(delta, model, xi), meta, path, xi)
+    path = pattern_path(cfg)
+    pattern = read_pattern_file(path, size=model.input_size, std=model.info.std,
+                                scale=str(cfg.get("pattern_scale") or "auto"), xi=cfg.get("pattern_xi"),
+                                fit=str(cfg.get("pattern_fit") or "resize"))
+    if pattern.source["fit"] != "none":
+        log.warning("pattern %s: %s fitted to %dx%d for %s (pattern_fit=%s)", path, pattern.source["shape"],
+                    model.input_size, model.input_size, model.name, pattern.source["fit"])
+    log.info("pattern %s (model %s, fit on %s; l_inf %.2f/255 within xi %.2f/255)", path,
+             pattern.meta.get("model", "-"), pattern.meta.get("dataset", "-"), pattern.source["linf_255"],
+             pattern.xi * 255)
+    identity = source_identity(pattern.meta, Path(pattern.source["path"]), pattern.xi, pattern.source)
+    return SourcePattern(model, pattern.delta, pattern.meta, Path(pattern.source["path"]), pattern.xi, identity)

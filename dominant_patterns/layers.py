@@ -21,11 +21,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
-from dominant_patterns.data import build_dataset, make_loader
+from dominant_patterns.data import make_loader
 from dominant_patterns.hooks import layer_names
-from dominant_patterns.jobs import container, guarded, limit, load_source_pattern, open_job
+from dominant_patterns.jobs import container, guarded, limit, load_source_pattern, load_split, open_job, skipped_counts
 from dominant_patterns.layer_ssim import layer_ssim, plot_fig3, plot_fig4, summarize, takeover_layer
-from dominant_patterns.records import source_identity
+from dominant_patterns.sweep_status import exit_if_jobs_failed
 
 log = logging.getLogger("dominant_patterns.layers")
 
@@ -34,13 +34,12 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     """Compute the per-layer SSIMs, write layers.json, fig3.png, fig4.png and metrics.json."""
     with open_job(cfg, "layers") as job:
         settings = job.settings
-        model, delta, meta, path, _xi = load_source_pattern(cfg, settings)
-        eval_set = build_dataset(container(cfg.dataset), split="eval", image_size=model.input_size,
-                                 seed=int(cfg.seed))
+        model, delta, meta, path, _xi, source = load_source_pattern(cfg, settings)
+        eval_set = load_split(container(cfg.dataset), "eval", model, int(cfg.seed))
         subset = limit(eval_set, cfg.get("num_images"))
         loader = make_loader(subset, batch_size=min(settings.eval_batch_size, 32), shuffle=False)
         names = layer_names(model, str(cfg.layer_group))
-        recorder = job.record(**source_identity(meta, path), model=model.name, dataset=eval_set.name,
+        recorder = job.record(**source, model=model.name, dataset=eval_set.name,
                               eval_dataset=eval_set.name, layer_group=str(cfg.layer_group))
         out_dir = job.out_dir
         start = time.perf_counter()
@@ -59,7 +58,8 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
                    "ssim_image_last": valid[-1]["ssim_image_mean"] if valid else None,
                    "ssim_pattern_first": valid[0]["ssim_pattern_mean"] if valid else None,
                    "ssim_image_first": valid[0]["ssim_image_mean"] if valid else None}
-        results = {"metrics": metrics, "timing": {"seconds": time.perf_counter() - start}}
+        results = {"metrics": metrics, "timing": {"seconds": time.perf_counter() - start},
+                   **skipped_counts(eval=eval_set)}
         recorder.log({"layers": metrics})
         recorder.log_images({"fig3": out_dir / "fig3.png", "fig4": out_dir / "fig4.png"})
         recorder.finish(results)
@@ -77,6 +77,7 @@ def hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     refuse_foreign_experiments("layers", sys.argv[1:])
     hydra_main()
+    exit_if_jobs_failed()
 
 
 if __name__ == "__main__":

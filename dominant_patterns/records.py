@@ -16,9 +16,7 @@ import contextlib
 import json
 import logging
 import math
-import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -29,6 +27,7 @@ import pandas as pd
 
 from dominant_patterns.checkpoint import CHECKPOINT, CheckpointError, config_differences, fingerprint, read_checkpoint
 from dominant_patterns.errors import ConfigError, UserInputError
+from dominant_patterns.run_dir import atomic_write_text, set_aside, write_essential
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +73,16 @@ def run_identity(kind: str, task_name: str, tags: Sequence[str], **fields: Any) 
     return {"kind": kind, "task_name": task_name, "tags": list(tags), **fields, "commit": git_commit()}
 
 
-def source_identity(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """Identity fields an analysis record inherits from the pattern it scores (``pattern.pt`` metadata)."""
+def source_identity(meta: Mapping[str, Any], path: Path, xi: float,
+                    source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Identity fields an analysis record inherits from the pattern it scores (``pattern.pt`` metadata); ``xi``
+    is the budget the pattern was checked against (``pattern_files.read_pattern_file``), never an unchecked value;
+    ``source``: the file it came from (format, scale, checksum, how it was fitted)."""
     return {"source_model": meta.get("model"), "source_dataset": meta.get("dataset"),
             "source_task": meta.get("task_name"), "pattern_path": str(path), "loss": meta.get("loss"),
-            "loss_layer": meta.get("loss_layer", "logits"), "attack": meta.get("attack"),
-            "seed": meta.get("seed"), "xi": meta.get("xi"), "xi_255": meta.get("xi_255")}
+            "loss_layer": meta.get("loss_layer", "logits"), "attack": meta.get("attack") or "external",
+            "seed": meta.get("seed"), "xi": xi, "xi_255": xi * 255,
+            **({"pattern_source": dict(source)} if source is not None else {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,27 +102,28 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_record(out_dir: Path, identity: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``out_dir/metrics.json``: identity + stamp (finished, output dir, time) + results; returns it."""
+    """Write ``out_dir/metrics.json``: identity + stamp (finished, output dir, time) + results; returns it.
+
+    A finished record already there is never overwritten silently: it is set aside as ``metrics.json.replaced``
+    (``.replaced.1``, ... when taken) with a warning. A failed write stops with one line (:class:`StorageError`).
+    """
+    path = Path(out_dir) / RECORD
     stamp = {"output_dir": str(out_dir), "finished_at": time.time(), "status": FINISHED}
     record = jsonable({**identity, **stamp, **results})
-    atomic_write_text(Path(out_dir) / RECORD, json.dumps(record, indent=2))
+    if _is_finished(path):
+        kept = set_aside(path, ".replaced")
+        log.warning("%s already held a finished record; it is kept as %s", path, kept.name)
+    write_essential(path, lambda: atomic_write_text(path, json.dumps(record, indent=2)))
     return record
+
+
+def _is_finished(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("status") == FINISHED
 
 
 def finished_record(out_dir: Path, config: Mapping[str, str], overwrite: bool) -> dict[str, Any] | None:
@@ -134,15 +138,14 @@ def finished_record(out_dir: Path, config: Mapping[str, str], overwrite: bool) -
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        path.replace(path.with_name(f"{RECORD}.unreadable"))
-        log.warning("%s is unreadable (%s); renamed to %s.unreadable, running again", path, exc, RECORD)
+        kept = set_aside(path, ".unreadable")
+        log.warning("%s is unreadable (%s); renamed to %s, running again", path, exc, kept.name)
         return None
     if not isinstance(record, dict) or record.get("status") != FINISHED:
         return None
     if overwrite:
-        path.replace(path.with_name(f"{RECORD}.replaced"))
-        log.warning("overwrite=true: the finished result in %s is replaced (old record: %s.replaced)", out_dir,
-                    RECORD)
+        kept = set_aside(path, ".replaced")
+        log.warning("overwrite=true: the finished result in %s is replaced (old record: %s)", out_dir, kept.name)
         return None
     old = record.get("config_fingerprint")
     if old is not None and old != fingerprint(config):

@@ -18,14 +18,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from dominant_patterns.artifacts import save_examples_grid, save_pattern, save_pattern_png
+from dominant_patterns.artifacts import save_examples_grid, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.cache import cache_if_enabled, cached_clean_predictions, fast_loader
+from dominant_patterns.cache import cached_clean_predictions, fast_loader, prepare_split
 from dominant_patterns.checkpoint import Checkpointer, fingerprint, flat_config
 from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
-from dominant_patterns.data import SplitDataset, save_split_record, to_float_batch
+from dominant_patterns.data import SplitDataset, save_split_record, skipped_files, to_float_batch
 from dominant_patterns.devices import peak_memory_gib
-from dominant_patterns.display import format_summary
+from dominant_patterns.display import run_summary
 from dominant_patterns.fold import fold_for_attack
 from dominant_patterns.jobs import container, guarded, load_datasets, load_model, open_job, seed_everything
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
@@ -43,7 +43,9 @@ from dominant_patterns.multi_fit import (
     open_recorders,
     plan_patterns,
 )
-from dominant_patterns.sweep_status import JOB_NOTES
+from dominant_patterns.pattern_files import check_pattern, save_pattern
+from dominant_patterns.run_dir import atomic_write_text, write_essential, write_optional
+from dominant_patterns.sweep_status import JOB_NOTES, exit_if_jobs_failed
 from dominant_patterns.tracking import RunRecorder
 
 log = logging.getLogger("dominant_patterns")
@@ -119,20 +121,23 @@ def load_run_data(cfg: DictConfig, model: ClassifierWrapper, out_dir: Path, seed
     beside the run."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fit_set, eval_set = load_datasets(cfg, model, seed)
-    # dataset.cache: decode file-backed sets once into uint8 shards under paths.cache_dir (reused by later runs)
+    # every file decoded once before the fit (into uint8 shards under paths.cache_dir when dataset.cache, reused
+    # by later runs): unreadable files are named and left out, an empty split stops the run here
     cache_dir = cfg.paths.get("cache_dir")
-    fit_set, fit_cache_seconds = cache_if_enabled(fit_set, cfg.dataset, cache_dir)
-    eval_set, eval_cache_seconds = cache_if_enabled(eval_set, cfg.get("eval_dataset") or cfg.dataset, cache_dir)
-    save_split_record(fit_set, out_dir / "split_fit.json")
-    save_split_record(eval_set, out_dir / "split_eval.json")
+    eval_set, eval_cache_seconds = prepare_split(eval_set, cfg.get("eval_dataset") or cfg.dataset, cache_dir)
+    fit_set, fit_cache_seconds = prepare_split(fit_set, cfg.dataset, cache_dir)
+    for split, dataset in (("fit", fit_set), ("eval", eval_set)):
+        path = out_dir / f"split_{split}.json"
+        write_essential(path, lambda d=dataset, p=path: save_split_record(d, p))
     return RunData(fit_set, eval_set, fit_cache_seconds + eval_cache_seconds, cache_dir)
 
 
 def fit_attack(attack: UniversalAttack, loaders: list[Any], out_dir: Path, identity: dict[str, Any],
                checkpointer: Checkpointer) -> tuple[list[torch.Tensor], float]:
-    """The patterns (one per loader, ``multi_fit.fit_patterns``) and their seconds; a non-finite loss keeps the
-    last good pattern(s) and says how to go on."""
-    start = time.perf_counter()
+    """The patterns (one per loader, ``multi_fit.fit_patterns``), checked (finite, within xi), and their seconds
+    (earlier segments of a resumed fit included); a non-finite loss keeps the last good pattern(s) and says how
+    to go on."""
+    checkpointer.start_clock()
     try:
         deltas = fit_patterns(attack, loaders)
     except NonFiniteLossError as exc:
@@ -143,7 +148,8 @@ def fit_attack(attack: UniversalAttack, loaders: list[Any], out_dir: Path, ident
         raise NonFiniteLossError(f"{exc}. The last good pattern is in {kept}{ckpt}. Try a smaller attack.lr "
                                  "or trainer.precision=fp32, then rerun with resume=false",
                                  pattern=exc.pattern) from None
-    return deltas, time.perf_counter() - start
+    deltas = [check_pattern(d, source=f"the pattern the {attack.name} fit returned", xi=attack.xi) for d in deltas]
+    return deltas, checkpointer.elapsed()
 
 
 def evaluate_run(cfg: DictConfig, model: ClassifierWrapper, data: RunData, settings: TrainerSettings,
@@ -164,20 +170,11 @@ def evaluate_run(cfg: DictConfig, model: ClassifierWrapper, data: RunData, setti
     return result, time.perf_counter() - start
 
 
-def print_summary(out_dir: Path, model: ClassifierWrapper, data: RunData, cfg: DictConfig, name: str,
-                  results: dict[str, Any]) -> None:
-    """``summary.md`` and the same table on the terminal, under one line saying what ran."""
-    table = format_summary({name: results["metrics"], **results["floors"]})
-    (out_dir / "summary.md").write_text(table + "\n")
-    loss = results["attack_info"].get("loss")  # attacks that fit with a named loss report it
-    loss_note = f" ({loss} loss)" if loss else ""
-    timing = results["timing"]
-    joint = results.get("multi_fit")
-    seed_note = f" | seed {joint['seeds'][joint['index']]} of a {joint['num_patterns']}-pattern fit" if joint else ""
-    print(f"\n{model.name} | {name}{loss_note}{seed_note} | fit: {data.fit_set.name} ({len(data.fit_set)} images) "
-          f"| eval: {data.eval_set.name} ({len(data.eval_set)} images) | xi = {float(cfg.xi) * 255:.1f}/255\n{table}\n"
-          f"fit {timing['fit_seconds']:.1f}s, evaluation {timing['eval_seconds']:.1f}s; outputs in {out_dir}",
-          flush=True)
+def write_summary(out_dir: Path, record: dict[str, Any]) -> None:
+    """``summary.md`` of a finished record (optional: a failure is a warning) and the same on the terminal."""
+    summary, text = run_summary(record)
+    write_optional(out_dir / "summary.md", lambda: atomic_write_text(out_dir / "summary.md", summary + "\n"))
+    print(text, flush=True)
 
 
 @dataclass
@@ -186,6 +183,7 @@ class JointFit:
 
     attack: UniversalAttack
     seconds: float
+    segments: int
     resumed_from_step: int | None
     fit_images: int
     slots: list[PatternSlot]
@@ -193,23 +191,26 @@ class JointFit:
 
 def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings, fit: JointFit,
                    index: int, data: RunData, recorder: RunRecorder, delta: torch.Tensor) -> dict[str, Any]:
-    """Pattern ``index`` of the job: its artifacts, its evaluation (pattern and floors), its metrics.json."""
+    """Pattern ``index`` of the job: ``pattern.pt``, its evaluation (pattern and floors) and ``metrics.json``
+    first (an essential file that cannot be written stops the job with one line), then the optional pictures,
+    ``summary.md`` and W&B images (a failure there is a warning)."""
     attack, slot, many = fit.attack, fit.slots[index], len(fit.slots) > 1
     out_dir = slot.out_dir
-    save_pattern(out_dir / "pattern.pt", delta.cpu(), {**recorder.identity, "model_info": model.describe()})
-    save_pattern_png(out_dir / "pattern.png", delta, float(cfg.xi))
-    artifacts = attack.save_artifacts(out_dir)
+    pattern_pt = out_dir / "pattern.pt"
+    write_essential(pattern_pt, lambda: save_pattern(pattern_pt, delta.cpu(),
+                                                     {**recorder.identity, "model_info": model.describe()}))
+    artifacts = write_essential(out_dir, lambda: attack.save_artifacts(out_dir))
     name = str(cfg.attack.name) if many else attack.name  # a K-pattern record names the attack of a separate run
     # a generator's result is a distribution: score Z samples (the first is pattern.pt), report their mean
     samples = attack.sample_patterns()
     scored = {name: delta} if samples is None else {f"{name}/sample_{i}": s for i, s in enumerate(samples)}
     result, eval_seconds = evaluate_run(cfg, model, data, settings, scored, slot.seed)
-    write_examples(out_dir / "examples.png", model, data.eval_set, delta, result)
     metrics, sample_stats = (result.patterns[name], None) if samples is None else mean_over_samples(
         [result.patterns[k] for k in scored])
     n_eval, n_patterns = len(data.eval_set), len(result.patterns)
     timing = {
-        "fit_seconds": fit.seconds,
+        "fit_seconds": fit.seconds,  # every segment of a resumed fit (stored in its checkpoint)
+        "fit_segments": fit.segments,
         "eval_seconds": eval_seconds,
         "cache_build_seconds": data.cache_seconds,
         "fit_images_per_second": settings.epochs * fit.fit_images / fit.seconds if fit.seconds else None,
@@ -217,14 +218,18 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
         **({"fit_patterns": len(fit.slots), "fit_seconds_per_pattern": fit.seconds / len(fit.slots)} if many else {}),
     }
     peak = peak_memory_gib(model.device)
+    skipped = {split: skipped_files(dataset) for split, dataset in (("fit", data.fit_set), ("eval", data.eval_set))}
     results = {
         "metrics": metrics,
         "floors": {k: result.patterns[k] for k in FLOORS},
         "timing": {**timing, **({"peak_memory_gib": peak} if peak is not None else {})},
         "attack_info": {**attack.describe(), "name": name} if many else attack.describe(),
         "model_info": model.describe(),  # with bn_folded / bn_total (dominant_patterns.fold)
-        # unreadable image files are skipped (with a warning each) and counted here
-        "skipped_eval_images": n_eval - int(metrics["n_images"]),
+        # unreadable image files are found before the fit, left out, counted and named here
+        "skipped_fit_images": len(skipped["fit"]),
+        "skipped_fit_files": skipped["fit"],
+        "skipped_eval_images": len(skipped["eval"]) + n_eval - int(metrics["n_images"]),
+        "skipped_eval_files": skipped["eval"],
         # a separate run's fingerprint of this seed (``multi_fit.pattern_config``)
         "config_fingerprint": fingerprint(slot.config),
         "resumed_from_step": fit.resumed_from_step,
@@ -233,9 +238,13 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
         **({"multi_fit": multi_fit_info(fit.slots, index, out_dir.parent)} if many else {}),
     }
     recorder.log({"eval": metrics, "floors": results["floors"], "timing": results["timing"]})
-    recorder.log_images({"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"})
-    recorder.finish(results)
-    print_summary(out_dir, model, data, cfg, name, results)
+    record = recorder.finish(results)
+    pictures = {"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"}
+    write_optional(pictures["pattern"], lambda: save_pattern_png(pictures["pattern"], delta, float(cfg.xi)))
+    write_optional(pictures["examples"], lambda: write_examples(pictures["examples"], model, data.eval_set, delta,
+                                                                result))
+    recorder.log_images({k: p for k, p in pictures.items() if p.is_file()})
+    write_summary(out_dir, record)
     return results
 
 
@@ -253,6 +262,9 @@ def skip(slots: list[PatternSlot], out_dir: Path) -> dict[str, Any]:
     log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
     print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
     records = [slot.previous for slot in slots if slot.previous is not None]
+    for slot in slots:  # a job killed right after metrics.json: its summary is written now
+        if slot.previous is not None and not (slot.out_dir / "summary.md").is_file() and "metrics" in slot.previous:
+            write_summary(slot.out_dir, slot.previous)
     return records[0] if len(slots) == 1 else combined(slots, records)
 
 
@@ -264,7 +276,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     interrupted one resumes; from the attack's start to the end, SIGTERM/SIGUSR1 checkpoint and stop the
     job (``checkpoint.py``).
     """
-    JOB_NOTES.clear()
     with open_job(cfg, "run") as job:
         out_dir, settings = job.out_dir, job.settings
         run_config = flat_config(container(cfg))
@@ -292,7 +303,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]),
                     **({"seeds": [slot.seed for slot in slots]} if len(slots) > 1 else {})}
             deltas, fit_seconds = fit_attack(attack, loaders, out_dir, meta, checkpointer)
-            fit = JointFit(attack, fit_seconds, int(resumed["step"]) if resumed else None,
+            fit = JointFit(attack, fit_seconds, checkpointer.segments, int(resumed["step"]) if resumed else None,
                            sum(len(d.fit_set) for d in data), slots)
             results = [slot.previous if recorder is None else  # finished before an interruption: kept
                        finish_pattern(cfg, model, settings, fit, i, d, recorder, delta)
@@ -309,6 +320,7 @@ def main() -> None:
     """Entry point of ``python -m dominant_patterns`` and the ``dominant-patterns`` script."""
     refuse_foreign_experiments("run", sys.argv[1:])
     hydra_main()
+    exit_if_jobs_failed()
 
 
 if __name__ == "__main__":

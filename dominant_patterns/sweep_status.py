@@ -21,8 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 STATUS_FILE = "jobs.jsonl"
-#: Filled by a job for the sweep report (e.g. ``status: skipped``); read by :meth:`SweepStatus.on_job_end`.
+#: Filled by a job for the sweep report (``status: skipped``, or ``status: failed`` with its one-line ``error`` when
+#: the job ended on bad input without raising); read by :meth:`SweepStatus.on_job_end`.
 JOB_NOTES: dict[str, Any] = {}
+#: The counts of the last multirun this process launched (read by :func:`exit_if_jobs_failed`).
+LAST_COUNTS: dict[str, int] = {}
 
 
 def record_job(hydra_cfg: Any, overrides: list[str], status: str, error: str | None = None) -> None:
@@ -57,7 +60,7 @@ class SweepStatus(Callback):
             return
         status = "finished" if job_return.status == JobStatus.COMPLETED else "failed"
         status = JOB_NOTES.pop("status", status) if status == "finished" else status
-        error = None
+        error = JOB_NOTES.pop("error", None)
         if job_return.status == JobStatus.FAILED:
             exc = job_return._return_value
             error = f"{type(exc).__name__}: {exc}"
@@ -94,9 +97,17 @@ class SweepStatus(Callback):
         if counts["failed"] or counts["interrupted"]:
             lines.append("  fix the failed jobs and rerun the same sweep with hydra.sweep.dir="
                          f"{self.sweep_dir}: finished jobs are skipped, interrupted ones resume")
+        LAST_COUNTS.clear()
+        LAST_COUNTS.update(counts)
         summary = {"jobs": [jobs[k] for k in sorted(jobs)], "counts": counts}
         try:
             (self.sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=1))
         except OSError:
             pass
         print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def exit_if_jobs_failed() -> None:
+    """End the launching process with exit code 1 when its multirun had failed jobs (each already reported)."""
+    if LAST_COUNTS.get("failed"):
+        sys.exit(1)

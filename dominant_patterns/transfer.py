@@ -23,11 +23,11 @@ import torch
 from omegaconf import DictConfig
 
 from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
-from dominant_patterns.data import build_dataset, make_loader
+from dominant_patterns.data import make_loader
 from dominant_patterns.downstream import backbone_features, class_names_for, make_head, train_head
-from dominant_patterns.jobs import container, guarded, load_source_pattern, open_job
+from dominant_patterns.jobs import container, guarded, load_source_pattern, load_split, open_job, skipped_counts
 from dominant_patterns.metrics import evaluate_patterns, noise_floors
-from dominant_patterns.records import source_identity
+from dominant_patterns.sweep_status import exit_if_jobs_failed
 
 log = logging.getLogger("dominant_patterns.transfer")
 
@@ -36,13 +36,13 @@ def transfer(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune the head, score it, attack it with the source pattern; write metrics.json and head.pt."""
     with open_job(cfg, "transfer") as job:
         settings, out_dir = job.settings, job.out_dir
-        model, delta, meta, path, xi = load_source_pattern(cfg, settings)
+        model, delta, meta, path, xi, source = load_source_pattern(cfg, settings)
         data_cfg = container(cfg.dataset)
-        fit_set = build_dataset({**data_cfg, "max_images": cfg.get("fit_images") or data_cfg.get("max_images")},
-                                split="fit", image_size=model.input_size, seed=int(cfg.seed))
-        eval_set = build_dataset({**data_cfg, "max_images": cfg.get("eval_images") or data_cfg.get("max_images")},
-                                 split="eval", image_size=model.input_size, seed=int(cfg.seed))
-        recorder = job.record(**source_identity(meta, path), model=model.name, dataset=fit_set.name,
+        fit_set = load_split({**data_cfg, "max_images": cfg.get("fit_images") or data_cfg.get("max_images")}, "fit",
+                             model, int(cfg.seed))
+        eval_set = load_split({**data_cfg, "max_images": cfg.get("eval_images") or data_cfg.get("max_images")},
+                              "eval", model, int(cfg.seed))
+        recorder = job.record(**source, model=model.name, dataset=fit_set.name,
                               eval_dataset=eval_set.name, fit_size=len(fit_set), eval_size=len(eval_set))
         start = time.perf_counter()
         batch = settings.eval_batch_size
@@ -67,7 +67,8 @@ def transfer(cfg: DictConfig) -> dict[str, Any]:
         metrics = {**result.patterns["pattern"], "head_accuracy": result.patterns["pattern"].get("clean_accuracy"),
                    "head_train_loss": history[-1] if history else None, "num_classes": num_classes}
         results = {"metrics": metrics, "floors": {k: v for k, v in result.patterns.items() if k != "pattern"},
-                   "timing": {"feature_seconds": feature_seconds, "total_seconds": time.perf_counter() - start}}
+                   "timing": {"feature_seconds": feature_seconds, "total_seconds": time.perf_counter() - start},
+                   **skipped_counts(fit=fit_set, eval=eval_set)}
         recorder.log({"eval": metrics})
         recorder.finish(results)
         print(f"{model.name} backbone + new head on {fit_set.name}: accuracy {metrics['head_accuracy']:.1%}; "
@@ -85,6 +86,7 @@ def hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     refuse_foreign_experiments("transfer", sys.argv[1:])
     hydra_main()
+    exit_if_jobs_failed()
 
 
 if __name__ == "__main__":

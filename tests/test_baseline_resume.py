@@ -22,13 +22,13 @@ import torch
 import yaml
 from conftest import CONF
 
-from dominant_patterns.artifacts import load_pattern
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.multi_seed import MultiSeedDominant
 from dominant_patterns.checkpoint import CHECKPOINT, Checkpointer, Interrupted, read_checkpoint
 from dominant_patterns.data import build_dataset, make_loader
 from dominant_patterns.loops import TrainerSettings
 from dominant_patterns.models import build_model
+from dominant_patterns.pattern_files import load_pattern
 
 XI = 10 / 255
 EVERY = 3

@@ -25,10 +25,10 @@ import pytest
 import torch
 from conftest import FAST, app_env, compose_config, read_wandb_offline, run_app, wandb_summary
 
-from dominant_patterns.artifacts import load_pattern
 from dominant_patterns.checkpoint import CHECKPOINT, read_checkpoint
 from dominant_patterns.config_checks import check_config
 from dominant_patterns.errors import ConfigError
+from dominant_patterns.pattern_files import load_pattern
 from dominant_patterns.records import IDENTITY_FIELDS, load_records
 from dominant_patterns.report.tables import pivot, table_frame
 from dominant_patterns.table_specs import TABLES

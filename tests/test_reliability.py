@@ -19,8 +19,8 @@ import pytest
 import torch
 from conftest import FAST, app_env
 
-from dominant_patterns.artifacts import load_pattern
 from dominant_patterns.checkpoint import CHECKPOINT, PREVIOUS, read_checkpoint
+from dominant_patterns.pattern_files import load_pattern
 
 # 96 images / batch 8 = 12 steps per epoch, 2 epochs = 24 steps; a checkpoint every 5 steps.
 STEPS = 24
@@ -241,6 +241,9 @@ def test_multirun_with_a_failing_job_finishes_the_others_and_reports_it(tmp_path
     tail = proc.stderr[proc.stderr.index("multirun summary"):]
     assert "3 jobs: 2 finished, 0 skipped, 1 failed" in tail
     assert "FAILED job #1" in tail and "xi=5" in tail and "out of range" in tail
+    # the failing job says so in one line, as a single run would, not with a traceback (issue 21, case 15)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert sum(line.startswith("error: xi=5 is out of range") for line in proc.stderr.splitlines()) == 1
     # the same sweep again: finished jobs are skipped, only the failed one runs (and fails) again
     again = subprocess.run(cmd, cwd=tmp_path, env=app_env(tmp_path), capture_output=True, text=True, timeout=400)
     assert "3 jobs: 0 finished, 2 skipped, 1 failed" in again.stderr, again.stderr[-3000:]

@@ -13,7 +13,6 @@ import pytest
 import torch
 from conftest import LoopHost
 
-from dominant_patterns.artifacts import load_pattern
 from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.checkpoint import (
     CHECKPOINT,
@@ -29,6 +28,7 @@ from dominant_patterns.data import build_dataset, make_loader
 from dominant_patterns.errors import ConfigError, UserInputError
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
 from dominant_patterns.models import build_model, load_state_dict_file
+from dominant_patterns.pattern_files import load_pattern
 from dominant_patterns.records import finished_record
 from dominant_patterns.tracking import RunRecorder
 
