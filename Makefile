@@ -31,7 +31,7 @@ test-all: venv  ## every test, slow ones included
 	$(PY) -m pytest -q $(ARGS)
 
 lint: venv  ## ruff
-	$(VENV)/bin/ruff check dominant_patterns tests experiments
+	$(VENV)/bin/ruff check dominant_patterns tests experiments scripts
 
 .PHONY: compare-embedded
 compare-embedded: venv  ## dominant pattern vs every baseline on the embedded default -> experiments/compare_embedded/README.md
@@ -44,6 +44,10 @@ bench: venv  ## fit/eval images/s: naive loop vs ours (fp32, bf16), roofline, de
 .PHONY: gpu-check
 gpu-check: venv  ## one GPU check, <= 6 min on an H100/H200 -> experiments/bench/<gpu>.md (ARGS=--quick: CPU smoke run)
 	$(PY) experiments/gpu_check.py $(ARGS)
+
+.PHONY: cluster-check
+cluster-check: venv  ## hydra/launcher=slurm on a one-node SLURM cluster here (root; ~8 min) -> experiments/cluster/README.md
+	nice -n $${NICE:-10} $(PY) experiments/cluster_check.py $(ARGS)
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .ruff_cache

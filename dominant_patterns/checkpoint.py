@@ -2,8 +2,8 @@
 
 A :class:`Checkpointer` owns ``checkpoint.ckpt`` (and the one before it, ``checkpoint.prev.ckpt``)
 in a run's output dir. It saves the loop state every ``every`` steps and at each epoch end,
-restores it on resume, and turns SIGTERM/SIGUSR1 (and submitit's preemption signal) into a
-checkpoint followed by :class:`Interrupted`.
+restores it on resume, and turns SIGTERM/SIGUSR1 (under submitit: SIGUSR1 and its preemption
+signal USR2; SIGTERM is left to submitit) into a checkpoint followed by :class:`Interrupted`.
 
 The protocol for a loop (the shared loops of :mod:`dominant_patterns.loops` follow it for every attack
 that runs in them)::
@@ -64,6 +64,9 @@ VOLATILE_KEYS = ("app", "hydra", "logger", "resume", "overwrite", "checkpoint_ev
                  "trainer.progress", "trainer.log_every", "trainer.device", "trainer.compile", "trainer.fold_bn",
                  "trainer.eval_batch_size", "trainer.channels_last", "dataset.num_workers",
                  "eval_dataset.num_workers", "attack.cache_dir")
+#: Keys added after fingerprints were first written, left out while at the value that changes nothing, so the
+#: output dirs written before them keep their fingerprint (and resume or skip as before).
+NEUTRAL_DEFAULTS: dict[str, Any] = {"trainer.budget": None}
 
 
 class Stateful(Protocol):
@@ -151,11 +154,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def flat_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"trainer": {"epochs": 3}} -> {"trainer.epochs": "3"}`` without the volatile keys."""
+    """``{"trainer": {"epochs": 3}} -> {"trainer.epochs": "3"}`` without the volatile keys (nor neutral defaults)."""
     out: dict[str, str] = {}
     for key, value in cfg.items():
         full = f"{prefix}{key}"
-        if full in VOLATILE_KEYS:
+        if full in VOLATILE_KEYS or (full in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[full]):
             continue
         if isinstance(value, Mapping):
             out.update(flat_config(value, f"{full}."))

@@ -2,9 +2,8 @@
 
 * Where the configs live (:data:`CONFIG_DIR`), which entry point runs which experiment (each
   experiment file names its ``app``; :data:`APPS` maps it to the command).
-* Types: dataclass schemas in Hydra's ConfigStore (group ``schema``: ``schema/trainer``,
-  ``schema/attack``, ...). They type the keys every option of a group shares; options may add their
-  own keys, so a schema checks the keys it knows and lets the others pass::
+* Types: dataclass schemas (:data:`SCHEMAS`, one per config group). They type the keys every option of a
+  group shares; options may add their own keys, so a schema checks the keys it knows and lets the others pass::
 
       trainer.epochs='ten' has the wrong type: expected an integer (trainer.epochs: int)
 
@@ -26,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin
 
-from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dominant_patterns.attacks.catalog import attack_catalog
 from dominant_patterns.checkpoint import RESUME_MODES
 from dominant_patterns.checks import (
     check_at_least,
@@ -40,6 +40,7 @@ from dominant_patterns.checks import (
     check_positive_int,
     check_xi,
 )
+from dominant_patterns.conf import CONFIG_DIR
 from dominant_patterns.devices import visible_gpu_count
 from dominant_patterns.errors import ConfigError, StorageError
 from dominant_patterns.loops import TrainerSettings
@@ -49,7 +50,7 @@ from dominant_patterns.run_dir import atomic_write, storage_error
 # Optional[...] is kept (not ``X | None``): OmegaConf reads these annotations at runtime on py3.10.
 # ruff: noqa: UP007, UP045
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
 #: ``app`` of a config (its entry point) -> the command that runs it.
 APPS = {"run": "python -m dominant_patterns", "evaluate": "python -m dominant_patterns.evaluate",
         "layers": "python -m dominant_patterns.layers", "transfer": "python -m dominant_patterns.transfer"}
@@ -174,16 +175,6 @@ SCHEMAS: dict[str, type] = {
 }
 
 
-def register_schemas() -> None:
-    """Store the schemas in Hydra's ConfigStore as ``schema/<name>``."""
-    cs = ConfigStore.instance()
-    for key, schema in SCHEMAS.items():
-        cs.store(group="schema", name=key or "run", node=schema)
-
-
-register_schemas()
-
-
 def register_resolvers() -> None:
     """``${gpus_or:N}``: the number of GPUs here, counted without touching CUDA (the launcher's parent stays
     CUDA-free), or ``N`` where there is none; ``conf/hydra/launcher/*.yaml`` size their jobs with it."""
@@ -276,19 +267,27 @@ def check_config(cfg: DictConfig, app: str) -> None:
     check_ranges(cfg)
 
 
-#: The attack that fits K patterns in one pass (``attack.num_patterns``).
-MULTI_PATTERN_ATTACKS = ("dominant",)
-
-
 def check_num_patterns(attack: DictConfig) -> int:
-    """``attack.num_patterns`` (default 1): an integer >= 1, above 1 only for the dominant pattern."""
+    """``attack.num_patterns`` (default 1): an integer >= 1, above 1 only for an attack whose card says it fits K
+    patterns in one pass (``card.multi_pattern``)."""
     value = attack.get("num_patterns")
     k = 1 if value is None else check_at_least("attack.num_patterns", value, 1)
-    if k > 1 and attack.get("name") not in MULTI_PATTERN_ATTACKS:
-        raise ConfigError(f"attack.num_patterns={k} fits K dominant patterns in one pass; attack={attack.get('name')} "
-                          f"has no K-pattern fit (valid: attack={', '.join(MULTI_PATTERN_ATTACKS)}). "
-                          "Run its seeds as a multirun instead, e.g. seed=0,1,2")
+    if k > 1 and not attack_class(attack).card.multi_pattern:
+        joint = [name for name, info in attack_catalog().items() if info["card"]["multi_pattern"]]
+        raise ConfigError(f"attack.num_patterns={k} fits K patterns in one pass; attack={attack.get('name')} has no "
+                          f"K-pattern fit (valid: attack={', '.join(joint)}). Run its seeds as a multirun instead, "
+                          "e.g. seed=0,1,2")
     return int(k)
+
+
+def attack_class(attack: DictConfig) -> Any:
+    """The class an attack config's ``_target_`` names (a clear error when it names none)."""
+    target = str(attack.get("_target_"))
+    try:
+        return get_class(target)
+    except Exception as exc:  # noqa: BLE001 - Hydra wraps import errors in several types
+        raise ConfigError(f"attack._target_={target} cannot be imported ({type(exc).__name__}); an attack config "
+                          "names its class by its import path") from None
 
 
 def check_task_name(task: Any) -> None:

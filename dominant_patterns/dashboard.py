@@ -28,23 +28,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from dominant_patterns.config_checks import CONFIG_DIR
-from dominant_patterns.display import METRIC_NAMES, PERCENT
-from dominant_patterns.records import IDENTITY_FIELDS
+from dominant_patterns.conf import CONFIG_DIR
+from dominant_patterns.metric_table import METRICS, label, metric
+from dominant_patterns.records import CONFIG_KEYS, IDENTITY_FIELDS
 from dominant_patterns.table_specs import SCALES, TABLES, TableSpec, task_names
 
-#: Identity field -> the resolved-config key that holds it (W&B config keys are dotted paths).
-CONFIG_KEYS = {"kind": "app", "model": "model.name", "dataset": "dataset.name", "eval_dataset": "eval_dataset.name",
-               "loss": "loss.name", "loss_layer": "loss.layer", "attack": "attack.name",
-               "target_class": "attack.target_class", "xi": "xi", "seed": "seed", "source_model": "source.model",
-               "source_dataset": "source.dataset", "task_name": "task_name"}
 #: The workspace's grouping: attack x model x fit set, and the loss so that ED and CoS fits of one cell never
 #: average together; the seeds of a group average into one bar (mean ± std).
 GROUP_BY = ("attack", "loss", "model", "dataset")
-#: Bookkeeping values of a table that make no bar.
-NOT_BARS = ("dominant_class_name", "num_layers", "num_images")
-#: Comparison metrics every fitting table shows.
-HEADLINE = ("dominance_ratio", "fooling_rate")
 MEDIA = {"patterns": ["pattern"], "examples": ["examples"], "fig3": ["fig3"], "fig4": ["fig4"]}
 DEFAULT_OUT = Path("outputs") / "dashboard_spec.json"
 
@@ -61,15 +52,15 @@ def summary_key(metric: str) -> str:
 
 def _numeric(spec: TableSpec) -> list[str]:
     """The spec's values that are numbers (bars), not names."""
-    return [v for v in spec.values if v not in NOT_BARS]
+    return [v for v in spec.values if metric(v).bars]
 
 
-def bar(metric: str, title: str, groupby: str | None = None) -> dict[str, Any]:
+def bar(name: str, title: str, groupby: str | None = None) -> dict[str, Any]:
     """A bar panel of one summary metric, mean ± std over the runs of a group (the run set's, else ``groupby``)."""
-    unit = " (%)" if metric in PERCENT and "%" not in METRIC_NAMES.get(metric, "") else ""
-    return {"type": "BarPlot", "title": title, "metrics": [summary_key(metric)], "orientation": "v",
+    unit = " (%)" if metric(name).percent and "%" not in label(name) else ""
+    return {"type": "BarPlot", "title": title, "metrics": [summary_key(name)], "orientation": "v",
             "groupby": groupby, "groupby_aggfunc": "mean", "groupby_rangefunc": "stddev",
-            "title_y": METRIC_NAMES.get(metric, metric) + unit}
+            "title_y": label(name) + unit}
 
 
 def table_section(spec: TableSpec, scale: str) -> dict[str, Any]:
@@ -77,9 +68,10 @@ def table_section(spec: TableSpec, scale: str) -> dict[str, Any]:
     tasks = task_names(spec, scale)
     axes = [*spec.rows, *spec.cols]
     panels: list[dict[str, Any]] = []
-    metrics = list(dict.fromkeys([*(m for m in HEADLINE if spec.kind == "run"), *_numeric(spec)]))
+    headline = [m.name for m in METRICS.values() if m.headline]
+    metrics = list(dict.fromkeys([*(headline if spec.kind == "run" else []), *_numeric(spec)]))
     by = " × ".join("fit set" if k == "dataset" else k for k in GROUP_BY)
-    panels += [bar(metric, f"{METRIC_NAMES.get(metric, metric)} by {by}") for metric in metrics]
+    panels += [bar(name, f"{label(name)} by {by}") for name in metrics]
     if spec.figure in MEDIA:
         panels.append({"type": "MediaBrowser", "title": f"{spec.figure} ({', '.join(MEDIA[spec.figure])})",
                        "media_keys": MEDIA[spec.figure]})

@@ -17,7 +17,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
+from dominant_patterns.conf import CONFIG_PATH
+from dominant_patterns.config_checks import refuse_foreign_experiments
 from dominant_patterns.data import make_loader
 from dominant_patterns.jobs import container, guarded, limit, load_source_pattern, load_split, open_job, skipped_counts
 from dominant_patterns.metrics import evaluate_patterns, noise_floors
@@ -59,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> float | None:
     return guarded(lambda: float(evaluate(cfg)["metrics"]["fooling_rate"]))
 

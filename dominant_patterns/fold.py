@@ -148,17 +148,24 @@ class Foldable(Protocol):
     def fold_batchnorm(self) -> int: ...
 
 
-def fold_for_attack(model: Foldable, attack: object, enabled: bool = True) -> dict[str, Any]:
+class ReadsActivations(Protocol):
+    """What :func:`fold_for_attack` needs of an attack (every ``UniversalAttack`` has it, from its card)."""
+
+    @property
+    def hooks_activations(self) -> bool: ...
+
+
+def fold_for_attack(model: Foldable, attack: ReadsActivations, enabled: bool = True) -> dict[str, Any]:
     """Fold ``model``'s BN layers unless disabled or ``attack`` hooks activations inside the network.
 
-    An attack class that declares ``hooks_activations = True`` (FFF, GD-UAP, PD-UA: conv outputs) keeps
+    An attack whose card declares ``hooks_activations`` (FFF, GD-UAP, PD-UA: conv outputs) keeps
     the unfolded network, since folding changes what a convolution outputs. Returns (and leaves in
     ``model.fold_info``, which ``describe()`` reports) ``bn_folded`` / ``bn_total``, or ``bn_folded: 0``
     and why not.
     """
     if not enabled:
         model.fold_info = {"bn_folded": 0, "bn_fold_note": "trainer.fold_bn=false"}
-    elif getattr(attack, "hooks_activations", False):
+    elif attack.hooks_activations:
         model.fold_info = {"bn_folded": 0,
                            "bn_fold_note": f"{type(attack).__name__} hooks activations inside the network"}
     else:

@@ -40,7 +40,7 @@ from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
 from dominant_patterns.models import ClassifierWrapper, build_model
 from dominant_patterns.pattern_files import read_pattern_file
 from dominant_patterns.records import find_source_run, run_identity, source_identity
-from dominant_patterns.run_dir import own_run_dir, remove_leftovers
+from dominant_patterns.run_dir import atomic_write_text, own_run_dir, remove_leftovers, write_essential
 from dominant_patterns.sweep_status import JOB_NOTES, record_job
 from dominant_patterns.tracking import RunRecorder
 
@@ -65,32 +65,42 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class Job:
     """An open job: its config, app (``kind``), output dir, loop settings (``settings.device`` resolved to
-    ``device``); :meth:`record` opens the recorder."""
+    ``device``); :meth:`record` opens the recorder of its record."""
 
     cfg: DictConfig
     kind: str
     out_dir: Path
     settings: TrainerSettings
-    recorder: RunRecorder | None = None
     device: torch.device | None = None
     recorders: list[RunRecorder] = field(default_factory=list)
 
     def record(self, **identity: Any) -> RunRecorder:
-        """Write ``config_resolved.yaml`` and open the recorder of this job's identity (``records.run_identity``)."""
-        self.recorder = self.open_recorder(self.out_dir, self.cfg, identity)
-        return self.recorder
+        """Open the recorder of this job's record in its output dir (identity: ``records.run_identity``)."""
+        return self.open_recorder(self.out_dir, self.cfg, identity)
 
     def open_recorder(self, out_dir: Path, cfg: DictConfig, identity: dict[str, Any], *,
                       concurrent: bool = False) -> RunRecorder:
-        """A recorder of one record in ``out_dir`` (``config_resolved.yaml`` of ``cfg`` written there, the job's
-        device on its identity), closed with the job; ``concurrent``: beside the job's other recorders (one
-        W&B run each, e.g. one per pattern of a K-pattern fit)."""
+        """A recorder of one record in ``out_dir`` with the job's device on its identity, closed with the job.
+
+        The job's ``config_resolved.yaml`` is written once, in the job dir; a record in a folder of its own (one
+        pattern of a K-pattern job) gets its own config (``cfg``) beside it. ``concurrent``: beside the job's
+        other recorders (one W&B run each).
+        """
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if not self.recorders:  # the job's own config, once
+            write_config(self.out_dir, self.cfg)
+        if out_dir != self.out_dir:  # a record in a folder of its own gets its config beside it
+            write_config(out_dir, cfg)
         full = run_identity(self.kind, cfg.task_name, cfg.tags, **identity, **describe_device(self.device))
         recorder = RunRecorder(out_dir, container(cfg.logger), container(cfg), full, concurrent=concurrent)
         self.recorders.append(recorder)
         return recorder
+
+
+def write_config(folder: Path, cfg: DictConfig) -> None:
+    """``folder/config_resolved.yaml``: the resolved config of the record(s) written there."""
+    path = folder / "config_resolved.yaml"
+    write_essential(path, lambda: atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True)))
 
 
 def job_number() -> int | None:

@@ -20,7 +20,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
+from dominant_patterns.conf import CONFIG_PATH
+from dominant_patterns.config_checks import refuse_foreign_experiments
 from dominant_patterns.data import make_loader
 from dominant_patterns.hooks import layer_names
 from dominant_patterns.jobs import container, guarded, limit, load_source_pattern, load_split, open_job, skipped_counts
@@ -69,7 +70,7 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
         return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="layers")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="layers")
 def hydra_main(cfg: DictConfig) -> None:
     guarded(lambda: analyze(cfg))
 

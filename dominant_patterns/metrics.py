@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from dominant_patterns.data import iterate_images
 from dominant_patterns.devices import autocast, to_memory_format
 from dominant_patterns.losses import cos_loss
+from dominant_patterns.metric_table import metric
 from dominant_patterns.models import ClassifierWrapper
 
 log = logging.getLogger(__name__)
@@ -171,15 +172,11 @@ def evaluate_patterns(
     return EvaluationResult(results, clean, adv_preds, labels)
 
 
-#: Metrics that name or count rather than measure: taken from the first sample, never averaged.
-NOT_AVERAGED = {"dominant_class", "most_frequent_class", "n_images"}
-
-
 def mean_over_samples(per_sample: list[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics of Z sampled patterns (a generator's): the mean of each measured value (names and class
     indices of the first sample), and ``{"n": Z, "std": {...}, "values": {...}}`` over the samples."""
     first = dict(per_sample[0])
-    keys = [k for k, v in first.items() if k not in NOT_AVERAGED and isinstance(v, (int, float))
+    keys = [k for k, v in first.items() if metric(k).averaged and isinstance(v, (int, float))
             and not isinstance(v, bool)]
     values = {k: [float(m[k]) for m in per_sample] for k in keys}
     mean = {k: float(torch.tensor(v).mean()) for k, v in values.items()}

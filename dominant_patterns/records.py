@@ -19,12 +19,15 @@ import math
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dominant_patterns.attacks.card import data_setting, display_name, row_rank
+from dominant_patterns.attacks.catalog import attack_catalog
 from dominant_patterns.checkpoint import CHECKPOINT, CheckpointError, config_differences, fingerprint, read_checkpoint
 from dominant_patterns.errors import ConfigError, UserInputError
 from dominant_patterns.run_dir import atomic_write_text, set_aside, write_essential
@@ -34,25 +37,42 @@ log = logging.getLogger(__name__)
 RECORD = "metrics.json"
 FINISHED = "finished"
 
-#: A run's identity fields: name -> (part of a table cell, a key to look up a source pattern by, a W&B tag).
-#: The newest record per cell wins in reports; the analysis apps find their pattern by the source keys.
-IDENTITY_FIELDS: dict[str, tuple[bool, bool, bool]] = {
-    "kind": (True, False, False),
-    "model": (True, True, True),
-    "dataset": (True, True, True),
-    "eval_dataset": (True, False, False),
-    "loss": (True, True, True),
-    "loss_layer": (True, False, False),
-    "attack": (True, True, True),
-    "target_class": (True, True, False),
-    "xi": (True, False, False),
-    "seed": (True, True, True),
-    "source_model": (True, False, False),
-    "source_dataset": (True, False, False),
-}
-CELL_KEYS = tuple(k for k, (cell, _, _) in IDENTITY_FIELDS.items() if cell)
-SOURCE_KEYS = tuple(k for k, (_, source, _) in IDENTITY_FIELDS.items() if source)
-TAG_KEYS = tuple(k for k, (_, _, tag) in IDENTITY_FIELDS.items() if tag)
+@dataclass(frozen=True)
+class IdentityField:
+    """One field of a run's identity: the config key that holds it, and what it is used for."""
+
+    name: str
+    #: The resolved-config key of the field (W&B config keys are the same dotted paths).
+    config: str
+    #: Part of a table cell (the newest record per cell wins in reports).
+    cell: bool = True
+    #: A key the analysis apps find their source pattern by.
+    source: bool = False
+    #: A W&B tag.
+    tag: bool = False
+
+
+#: A run's identity fields, in one table: the cells of reports, the source-pattern keys, the W&B tags and the
+#: dashboard's identity -> config map all come from it.
+IDENTITY_FIELDS: dict[str, IdentityField] = {f.name: f for f in (
+    IdentityField("kind", "app"),
+    IdentityField("model", "model.name", source=True, tag=True),
+    IdentityField("dataset", "dataset.name", source=True, tag=True),
+    IdentityField("eval_dataset", "eval_dataset.name"),
+    IdentityField("loss", "loss.name", source=True, tag=True),
+    IdentityField("loss_layer", "loss.layer"),
+    IdentityField("attack", "attack.name", source=True, tag=True),
+    IdentityField("target_class", "attack.target_class", source=True),
+    IdentityField("xi", "xi"),
+    IdentityField("seed", "seed", source=True, tag=True),
+    IdentityField("source_model", "source.model"),
+    IdentityField("source_dataset", "source.dataset"),
+)}
+CELL_KEYS = tuple(k for k, f in IDENTITY_FIELDS.items() if f.cell)
+SOURCE_KEYS = tuple(k for k, f in IDENTITY_FIELDS.items() if f.source)
+TAG_KEYS = tuple(k for k, f in IDENTITY_FIELDS.items() if f.tag)
+#: Identity field (and ``task_name``) -> the config key that holds it.
+CONFIG_KEYS = {**{k: f.config for k, f in IDENTITY_FIELDS.items()}, "task_name": "task_name"}
 
 
 def git_commit(default: str = "unknown") -> str:
@@ -184,12 +204,25 @@ def record_to_row(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
         for key, value in (values or {}).items():
             if not isinstance(value, (dict, list)):
                 row[f"floor/{floor}/{key}"] = value
-    info = record.get("attack_info") or {}
+    info = attack_info(record)
     row.setdefault("target_class", info.get("target_class"))
+    row["attack_label"] = display_name(info)
+    row["data_setting"] = data_setting(info)
+    row["attack_rank"] = "|".join(map(str, row_rank(info)))
     row.setdefault("kind", "run")
     row["run_dir"] = str(path.parent)
     row["timestamp"] = _timestamp(record, path)
     return row
+
+
+def attack_info(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's ``attack_info`` with its attack's card (records written before cards existed get the card of
+    the attack a config names so, :func:`attacks.catalog.attack_catalog`)."""
+    info = dict(record.get("attack_info") or {})
+    if "card" not in info and record.get("attack"):
+        known = attack_catalog().get(str(record["attack"]), {})
+        info = {**known, **info}
+    return info
 
 
 def read_records(root: str | Path, tasks: Iterable[str] | None = None) -> list[tuple[Path, dict[str, Any]]]:

@@ -1,7 +1,7 @@
 """The Hydra app: fit a universal pattern, evaluate it beside noise floors, record everything.
 
     python -m dominant_patterns model=vgg19 dataset=coco dataset.root=/data/coco/train2017
-    python -m dominant_patterns attack.num_patterns=3      # seeds 0, 1, 2 in one pass (multi_fit.py)
+    python -m dominant_patterns attack.num_patterns=3      # seeds 0, 1, 2 in one pass (pattern_plan.py)
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dominant_patterns.artifacts import save_examples_grid, save_pattern_png
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.cache import cached_clean_predictions, fast_loader, prepare_split
 from dominant_patterns.checkpoint import Checkpointer, fingerprint, flat_config
-from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
+from dominant_patterns.conf import CONFIG_PATH
+from dominant_patterns.config_checks import refuse_foreign_experiments
 from dominant_patterns.data import SplitDataset, save_split_record, skipped_files, to_float_batch
 from dominant_patterns.devices import peak_memory_gib
 from dominant_patterns.display import run_summary
@@ -31,19 +32,8 @@ from dominant_patterns.jobs import container, guarded, load_datasets, load_model
 from dominant_patterns.loops import NonFiniteLossError, TrainerSettings
 from dominant_patterns.metrics import EvaluationResult, evaluate_patterns, mean_over_samples, noise_floors
 from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.multi_fit import (
-    MULTI_PATTERN_TARGET,
-    PatternSlot,
-    all_finished,
-    combined,
-    fan_out_log,
-    fit_patterns,
-    job_config,
-    multi_fit_info,
-    open_recorders,
-    plan_patterns,
-)
 from dominant_patterns.pattern_files import check_pattern, save_pattern
+from dominant_patterns.pattern_plan import PatternPlan
 from dominant_patterns.run_dir import atomic_write_text, write_essential, write_optional
 from dominant_patterns.sweep_status import JOB_NOTES, exit_if_jobs_failed
 from dominant_patterns.tracking import RunRecorder
@@ -54,20 +44,12 @@ FLOORS = ("random_noise", "random_sign")
 
 
 def build_attack(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings,
-                 recorders: list[RunRecorder | None]) -> UniversalAttack:
-    """Instantiate ``cfg.attack`` (a ``_target_`` class) with the runtime objects it needs; with
-    ``attack.num_patterns`` > 1 the K-pattern fit, logging each pattern's loss to its own recorder."""
-    params = container(cfg.attack)
-    params.pop("name", None)
-    many = len(recorders) > 1
-    if many:
-        params["_target_"] = MULTI_PATTERN_TARGET
+                 plan: PatternPlan) -> UniversalAttack:
+    """Instantiate ``cfg.attack`` (a ``_target_`` class) with the runtime objects it needs (``plan`` decides the
+    class that fits K patterns at once)."""
+    params = plan.attack_params(container(cfg.attack))
     factory = instantiate(params, _partial_=True, _convert_="all")
-    single = recorders[0].log if recorders[0] is not None else None
-    attack = factory(model=model, xi=float(cfg.xi), trainer=settings, seed=int(cfg.seed), on_log=single)
-    if many:
-        attack.on_log = fan_out_log(attack, recorders)
-    return attack
+    return factory(model=model, xi=float(cfg.xi), trainer=settings, seed=int(cfg.seed))
 
 
 def fit_identity(cfg: DictConfig, model: ClassifierWrapper, fit_set: SplitDataset,
@@ -132,14 +114,14 @@ def load_run_data(cfg: DictConfig, model: ClassifierWrapper, out_dir: Path, seed
     return RunData(fit_set, eval_set, fit_cache_seconds + eval_cache_seconds, cache_dir)
 
 
-def fit_attack(attack: UniversalAttack, loaders: list[Any], out_dir: Path, identity: dict[str, Any],
-               checkpointer: Checkpointer) -> tuple[list[torch.Tensor], float]:
-    """The patterns (one per loader, ``multi_fit.fit_patterns``), checked (finite, within xi), and their seconds
+def fit_attack(attack: UniversalAttack, plan: PatternPlan, loaders: list[Any], out_dir: Path,
+               identity: dict[str, Any], checkpointer: Checkpointer) -> tuple[list[torch.Tensor], float]:
+    """The patterns (one per loader, ``PatternPlan.fit``), checked (finite, within xi), and their seconds
     (earlier segments of a resumed fit included); a non-finite loss keeps the last good pattern(s) and says how
     to go on."""
     checkpointer.start_clock()
     try:
-        deltas = fit_patterns(attack, loaders)
+        deltas = plan.fit(attack, loaders)
     except NonFiniteLossError as exc:
         kept = out_dir / "pattern_last_good.pt"
         if exc.pattern is not None:
@@ -186,7 +168,7 @@ class JointFit:
     segments: int
     resumed_from_step: int | None
     fit_images: int
-    slots: list[PatternSlot]
+    plan: PatternPlan
 
 
 def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerSettings, fit: JointFit,
@@ -194,13 +176,13 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
     """Pattern ``index`` of the job: ``pattern.pt``, its evaluation (pattern and floors) and ``metrics.json``
     first (an essential file that cannot be written stops the job with one line), then the optional pictures,
     ``summary.md`` and W&B images (a failure there is a warning)."""
-    attack, slot, many = fit.attack, fit.slots[index], len(fit.slots) > 1
+    attack, slot = fit.attack, fit.plan.slots[index]
     out_dir = slot.out_dir
     pattern_pt = out_dir / "pattern.pt"
     write_essential(pattern_pt, lambda: save_pattern(pattern_pt, delta.cpu(),
                                                      {**recorder.identity, "model_info": model.describe()}))
     artifacts = write_essential(out_dir, lambda: attack.save_artifacts(out_dir))
-    name = str(cfg.attack.name) if many else attack.name  # a K-pattern record names the attack of a separate run
+    name = str(cfg.attack.name)  # the record names the attack as its config does (a K-pattern fit too)
     # a generator's result is a distribution: score Z samples (the first is pattern.pt), report their mean
     samples = attack.sample_patterns()
     scored = {name: delta} if samples is None else {f"{name}/sample_{i}": s for i, s in enumerate(samples)}
@@ -208,6 +190,7 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
     metrics, sample_stats = (result.patterns[name], None) if samples is None else mean_over_samples(
         [result.patterns[k] for k in scored])
     n_eval, n_patterns = len(data.eval_set), len(result.patterns)
+    joint_timing, joint = fit.plan.record_extras(index, fit.seconds)
     timing = {
         "fit_seconds": fit.seconds,  # every segment of a resumed fit (stored in its checkpoint)
         "fit_segments": fit.segments,
@@ -215,7 +198,7 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
         "cache_build_seconds": data.cache_seconds,
         "fit_images_per_second": settings.epochs * fit.fit_images / fit.seconds if fit.seconds else None,
         "eval_images_per_second": n_eval * (n_patterns + 1) / eval_seconds if eval_seconds else None,
-        **({"fit_patterns": len(fit.slots), "fit_seconds_per_pattern": fit.seconds / len(fit.slots)} if many else {}),
+        **joint_timing,
     }
     peak = peak_memory_gib(model.device)
     skipped = {split: skipped_files(dataset) for split, dataset in (("fit", data.fit_set), ("eval", data.eval_set))}
@@ -223,19 +206,19 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
         "metrics": metrics,
         "floors": {k: result.patterns[k] for k in FLOORS},
         "timing": {**timing, **({"peak_memory_gib": peak} if peak is not None else {})},
-        "attack_info": {**attack.describe(), "name": name} if many else attack.describe(),
+        "attack_info": {**attack.describe(), "name": name},
         "model_info": model.describe(),  # with bn_folded / bn_total (dominant_patterns.fold)
         # unreadable image files are found before the fit, left out, counted and named here
         "skipped_fit_images": len(skipped["fit"]),
         "skipped_fit_files": skipped["fit"],
         "skipped_eval_images": len(skipped["eval"]) + n_eval - int(metrics["n_images"]),
         "skipped_eval_files": skipped["eval"],
-        # a separate run's fingerprint of this seed (``multi_fit.pattern_config``)
+        # a separate run's fingerprint of this seed (``pattern_plan.pattern_config``)
         "config_fingerprint": fingerprint(slot.config),
         "resumed_from_step": fit.resumed_from_step,
         **({"sample_stats": sample_stats} if sample_stats is not None else {}),
         **({"artifacts": artifacts} if artifacts else {}),
-        **({"multi_fit": multi_fit_info(fit.slots, index, out_dir.parent)} if many else {}),
+        **joint,
     }
     recorder.log({"eval": metrics, "floors": results["floors"], "timing": results["timing"]})
     record = recorder.finish(results)
@@ -248,70 +231,68 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
     return results
 
 
-def fit_loaders(cfg: DictConfig, settings: TrainerSettings, model: ClassifierWrapper, slots: list[PatternSlot],
+def fit_loaders(cfg: DictConfig, settings: TrainerSettings, model: ClassifierWrapper, plan: PatternPlan,
                 data: list[RunData]) -> list[Any]:
     """Each pattern's fit loader: its fit set in the order of its seed."""
     return [fast_loader(d.fit_set, batch_size=settings.batch_size, shuffle=True, seed=slot.seed,
                         num_workers=int(cfg.dataset.get("num_workers") or 0), device=model.device)
-            for slot, d in zip(slots, data, strict=True)]
+            for slot, d in zip(plan.slots, data, strict=True)]
 
 
-def skip(slots: list[PatternSlot], out_dir: Path) -> dict[str, Any]:
-    """The finished records of a job that has nothing left to do."""
+def skip(plan: PatternPlan) -> dict[str, Any]:
+    """The finished records of a job that has nothing left to do (a summary a kill lost is written now)."""
     JOB_NOTES["status"] = "skipped"
-    log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", out_dir)
-    print(f"skipped: {out_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
-    records = [slot.previous for slot in slots if slot.previous is not None]
-    for slot in slots:  # a job killed right after metrics.json: its summary is written now
+    log.info("skipped: %s already holds a finished metrics.json (add overwrite=true to run it again)", plan.job_dir)
+    print(f"skipped: {plan.job_dir} already holds a finished result (overwrite=true runs it again)", flush=True)
+    for slot in plan.slots:  # a job killed right after metrics.json: its summary is written now
         if slot.previous is not None and not (slot.out_dir / "summary.md").is_file() and "metrics" in slot.previous:
             write_summary(slot.out_dir, slot.previous)
-    return records[0] if len(slots) == 1 else combined(slots, records)
+    return plan.result([slot.previous for slot in plan.slots if slot.previous is not None])
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One job: fit, evaluate (pattern and floors), save artifacts, write metrics.json.
 
     ``attack.num_patterns=K`` > 1 fits seeds ``seed ... seed+K-1`` in one pass, one record each under
-    ``seed_<s>/`` (:mod:`dominant_patterns.multi_fit`). A finished job (every pattern) is skipped, an
+    ``seed_<s>/`` (:mod:`dominant_patterns.pattern_plan`). A finished job (every pattern) is skipped, an
     interrupted one resumes; from the attack's start to the end, SIGTERM/SIGUSR1 checkpoint and stop the
     job (``checkpoint.py``).
     """
     with open_job(cfg, "run") as job:
-        out_dir, settings = job.out_dir, job.settings
-        run_config = flat_config(container(cfg))
-        slots = plan_patterns(cfg, out_dir, run_config)
-        if all_finished(slots, overwrite=bool(cfg.get("overwrite", False))):
-            return skip(slots, out_dir)
-        checkpointer = Checkpointer(out_dir, every=int(cfg.get("checkpoint_every", 0)),
-                                    config=job_config(run_config, slots),
+        settings = job.settings
+        plan = PatternPlan.of(cfg, job.out_dir, flat_config(container(cfg)))
+        if plan.all_finished(overwrite=bool(cfg.get("overwrite", False))):
+            return skip(plan)
+        checkpointer = Checkpointer(job.out_dir, every=int(cfg.get("checkpoint_every", 0)),
+                                    config=plan.checkpoint_config(),
                                     resume="false" if cfg.get("overwrite", False) else cfg.get("resume", "auto"))
         resumed = checkpointer.prepare()
         seed_everything(int(cfg.seed))
         model = load_model(cfg, settings)
-        data = [load_run_data(cfg, model, slot.out_dir, slot.seed) for slot in slots]
+        data = [load_run_data(cfg, model, slot.out_dir, slot.seed) for slot in plan.slots]
         identities = [fit_identity(cfg, model, d.fit_set, d.eval_set, slot.seed)
-                      for slot, d in zip(slots, data, strict=True)]
-        recorders = open_recorders(job, cfg, slots, identities)
+                      for slot, d in zip(plan.slots, data, strict=True)]
+        recorders = plan.open_recorders(job, cfg, identities)
         with checkpointer.handle_signals():
-            attack = build_attack(cfg, model, settings, recorders)
+            attack = build_attack(cfg, model, settings, plan)
+            attack.on_log = plan.logger(attack, recorders)
             fold_for_attack(model, attack, settings.fold_bn)  # BN into convs when exact; metrics.json model_info
             attack.checkpointer = checkpointer
-            loaders = fit_loaders(cfg, settings, model, slots, data)
+            loaders = fit_loaders(cfg, settings, model, plan, data)
             log.info("fitting %s on %s (%d images, %d epochs) for %s%s", attack.name, data[0].fit_set.name,
-                     len(data[0].fit_set), settings.epochs, model.name,
-                     f", seeds {slots[0].seed}-{slots[-1].seed} in one pass" if len(slots) > 1 else "")
-            meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]),
-                    **({"seeds": [slot.seed for slot in slots]} if len(slots) > 1 else {})}
-            deltas, fit_seconds = fit_attack(attack, loaders, out_dir, meta, checkpointer)
+                     len(data[0].fit_set), settings.epochs, model.name, plan.fit_note())
+            meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]), "seeds": plan.seeds}
+            deltas, fit_seconds = fit_attack(attack, plan, loaders, job.out_dir, meta, checkpointer)
             fit = JointFit(attack, fit_seconds, checkpointer.segments, int(resumed["step"]) if resumed else None,
-                           sum(len(d.fit_set) for d in data), slots)
+                           sum(len(d.fit_set) for d in data), plan)
             results = [slot.previous if recorder is None else  # finished before an interruption: kept
                        finish_pattern(cfg, model, settings, fit, i, d, recorder, delta)
-                       for i, (slot, d, recorder, delta) in enumerate(zip(slots, data, recorders, deltas, strict=True))]
-            return results[0] if len(slots) == 1 else combined(slots, results)
+                       for i, (slot, d, recorder, delta) in enumerate(zip(plan.slots, data, recorders, deltas,
+                                                                          strict=True))]
+            return plan.result(results)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     return guarded(lambda: float(run(cfg)["metrics"]["dominance_ratio"]))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dominant_patterns.attacks.catalog import table_attacks
 from dominant_patterns.config_checks import experiment_app
 
 
@@ -33,6 +34,8 @@ class TableSpec:
     col_order: dict[str, list[Any]] = field(default_factory=dict)
     corner: str = ""
     figure: str | None = None
+    #: The paper table whose methods (by their cards' data settings) order the ``attack`` rows or columns.
+    attacks_of: str | None = None
 
     def orders(self, scale: str) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         """Row and column orders at ``scale``, with the backbones (``model``, ``source_model``) in that scale's
@@ -42,6 +45,8 @@ class TableSpec:
             for key in MODEL_KEYS:
                 if key in order or (scale != "full" and key in keys):
                     order[key] = list(SCALE_MODELS[scale])
+            if self.attacks_of and "attack" in keys:
+                order["attack"] = table_attacks(self.attacks_of)
         return rows, cols
 
     @property
@@ -76,21 +81,17 @@ TABLES: list[TableSpec] = [
               ["table3", "table1", "table2"], rows=["attack"], cols=["model"], values=["fooling_rate"],
               filters={"full": {"dataset": "imagenet", "loss": "cos", "target_class": None},
                        "embedded": {"dataset": "photos", "loss": "cos", "target_class": None}},
-              row_order={"attack": ["uap", "gap", "nag", "ft_uap", "tuap", "sgd_uap", "cosine_uap", "sga", "dominant"]},
-              col_order={"model": PAPER_MODELS}, corner="method"),
+              col_order={"model": PAPER_MODELS}, corner="method", attacks_of="table3_label_dependent"),
     TableSpec("table4_proxy", "Table 4: fooling rate (%) with proxy data (data-free / label-free)",
               ["table4", "table2", "tableA1"], rows=["attack", "dataset"], cols=["model"], values=["fooling_rate"],
               filters={"full": {"dataset": ["coco", "biggan"], "loss": "cos", "target_class": None},
                        "embedded": {"dataset": ["fashion_mnist", "synthetic"], "loss": "cos", "target_class": None}},
-              row_order={"attack": ["fff", "aaa", "pd_ua", "gd_uap", "tuap", "cosine_uap", "dominant"]},
-              col_order={"model": PAPER_MODELS}, corner="method · proxy set"),
+              col_order={"model": PAPER_MODELS}, corner="method · proxy set", attacks_of="table4_proxy"),
     TableSpec("table5_topk", "Table 5: top-k ratios (%) of each attack", ["table5", "table3", "table1"],
               rows=["model"], cols=["attack"], values=["top1_ratio", "top3_ratio", "top5_ratio"],
               filters={"full": {"model": "vgg19", "dataset": "imagenet", "loss": "cos", "target_class": None},
                        "embedded": {"dataset": "photos", "loss": "cos", "target_class": None}},
-              col_order={"attack": ["uap", "gap", "nag", "ft_uap", "tuap", "sgd_uap", "cosine_uap", "sga",
-                                    "dominant"]},
-              corner="model · top-k"),
+              corner="model · top-k", attacks_of="table3_label_dependent"),
     TableSpec("table6_transfer", "Table 6: the ImageNet pattern against a new head on the frozen backbone",
               ["table6"], rows=["model", "dataset"], cols=[],
               values=["head_accuracy", "dominant_class_name", "dominant_confidence", "fooling_rate",

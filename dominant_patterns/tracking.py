@@ -249,10 +249,6 @@ class RunRecorder:
                 self._warned = True
             return None
 
-    @property
-    def wandb_run(self) -> Any:
-        return self._run
-
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         record = jsonable({**({"step": step} if step is not None else {}), **flatten(metrics)})
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from dominant_patterns.config_checks import CONFIG_DIR, refuse_foreign_experiments
+from dominant_patterns.conf import CONFIG_PATH
+from dominant_patterns.config_checks import refuse_foreign_experiments
 from dominant_patterns.data import make_loader
 from dominant_patterns.downstream import backbone_features, class_names_for, make_head, train_head
 from dominant_patterns.jobs import container, guarded, load_source_pattern, load_split, open_job, skipped_counts
@@ -78,7 +79,7 @@ def transfer(cfg: DictConfig) -> dict[str, Any]:
         return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="transfer")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="transfer")
 def hydra_main(cfg: DictConfig) -> None:
     guarded(lambda: transfer(cfg))
 

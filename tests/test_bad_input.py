@@ -125,13 +125,6 @@ def test_schema_type_errors_name_key_value_and_type() -> None:
     validate_config(compose_config(*FAST, "+attack.extra_key=1"))  # attacks may add their own keys
 
 
-def test_schemas_are_in_the_config_store() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    names = ConfigStore.instance().list("schema")
-    assert {"trainer.yaml", "attack.yaml", "model.yaml", "run.yaml"} <= set(names)
-
-
 @pytest.mark.parametrize("group", ["attack", "model", "dataset", "experiment"])
 def test_every_config_option_passes_the_schemas(group: str) -> None:
     """The schemas type shared keys only: every option of the open groups must still validate."""

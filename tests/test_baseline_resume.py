@@ -70,6 +70,22 @@ CASES: dict[str, tuple[str, dict[str, Any], int]] = {
     "sga": ("sga", {"max_epochs": 2, "batch_size": 12, "minibatch": 4, "inner_iterations": 2}, 7),
     "sga_cap": ("sga", {"max_epochs": 2, "max_iterations": 6, "batch_size": 12, "minibatch": 4,
                         "inner_iterations": 2}, 5),
+    # FG-UAP: 2 epochs of 5 loader batches, the per-epoch best-of check at step 5 (before the stop) and 10
+    "fg_uap": ("fg_uap", {"val_images": 16}, 7),
+    # DM-UAP: the first 36 images of each pass re-batched to 10 (3 delta-steps per epoch, 6 rows carried over),
+    # 3 epochs (the curriculum steps up at 4 and 7), 2 weight and 2 image steps per delta-step
+    "dm_uap": ("dm_uap", {"max_epochs": 3, "batch_size": 10, "max_images": 36, "theta_steps": 2, "x_steps": 2}, 5),
+    # TRM-UAP: gauss prior (augmentation draws from the attack's generator), checks after 3 steps (2 before a
+    # rescale); a loose saturation_change makes the rescales (which read the last step's saturation) happen
+    "trm_uap": ("trm_uap", {"max_iterations": 12, "val_every": 3, "val_every_after_rescale": 2, "val_images": 16,
+                            "saturation_change": 0.02}, 7),
+    # jigsaw prior, batch 2, early stop after 1 check without improvement in total
+    "trm_uap_jigsaw": ("trm_uap", {"prior": "jigsaw_googlenet", "prior_batch": 2, "max_iterations": 20,
+                                   "val_every": 2, "patience": 1, "val_images": 16, "return_best": True}, 3),
+    # PSP-UAP: 2 crops per prior image, the three transforms drawn per crop
+    "psp_uap": ("psp_uap", {"max_iterations": 10, "num_copies": 2, "val_every": 3, "val_images": 16}, 7),
+    "psp_uap_jigsaw": ("psp_uap", {"prior": "jigsaw", "prior_batch": 2, "max_iterations": 8, "num_copies": 2,
+                                   "val_every": 2, "val_images": 16, "temperature": 3.0}, 5),
 }
 
 

@@ -35,6 +35,10 @@ FAST: dict[str, dict[str, Any]] = {
             "val_images": 32, "ngf": 4, "val_samples": 8, "eval_samples": 4, "lr": 5e-3, "batch_size": 16,
             "cache_dir": None},
     "sga": {"max_epochs": 1, "batch_size": 64},
+    "fg_uap": {"val_images": 64},
+    "dm_uap": {"max_epochs": 2, "batch_size": 32, "max_images": 64, "theta_steps": 3, "x_steps": 3},
+    "trm_uap": {"max_iterations": 40, "val_images": 64},
+    "psp_uap": {"max_iterations": 10, "val_images": 64},
 }
 
 
@@ -92,29 +96,36 @@ def test_app_runs_a_baseline(tmp_path: Path) -> None:
     assert "random_noise" in record["floors"]
 
 
-def test_compare_embedded_table(tmp_path: Path) -> None:
-    """The comparison script's table from fake metrics.json records (no run)."""
+def compare_module():  # noqa: ANN201
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("compare", CONF.parent / "experiments/compare_embedded/run.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compare_embedded_table(tmp_path: Path, tiny_model) -> None:
+    """The comparison script's table from records whose attack_info each attack wrote itself (no run)."""
+    mod = compare_module()
     m = {"fooling_rate": 0.5, "dominance_ratio": 0.25, "top1_ratio": 0.3, "top3_ratio": 0.6, "top5_ratio": 0.8,
          "dominant_class_name": "x"}
-    for i, info in enumerate([{"name": "dominant", "data_free": False},
-                              {"name": "gd_uap", "prior": "none", "data_free": True, "iterations": 40000,
-                               "run_iterations": 10, "steps_run": 10},
-                              {"name": "pd_ua", "provenance": "from description", "data_free": True,
-                               "iterations": 1000, "run_iterations": 5, "steps_run": 5}]):
+    described = [attacks.DominantPattern(tiny_model, XI),
+                 attacks.GDUAP(tiny_model, XI, prior="none", max_iterations=10),
+                 attacks.PDUA(tiny_model, XI, max_iterations=5)]
+    for i, attack in enumerate(described):
         run_dir = tmp_path / str(i)
         run_dir.mkdir()
         (run_dir / "metrics.json").write_text(json.dumps(
-            {"attack_info": info, "metrics": m, "floors": {"random_noise": m, "random_sign": m},
+            {"attack_info": attack.describe(), "metrics": m, "floors": {"random_noise": m, "random_sign": m},
              "timing": {"fit_seconds": 1.0}}))
     text = mod.table(mod.load_records(tmp_path))
-    assert "GD-UAP (none prior)" in text and "PD-UA *" in text and "10 it (cap 10 of 40000)" in text
+    assert "| GD-UAP (none prior) | none (val. only) |" in text and "| PD-UA * |" in text
+    assert "10 it (cap 10 of 40000)" in text and "0 (0% of 1,000,000)" in text
+    assert text.index("GD-UAP") < text.index("PD-UA") < text.index("Ours (dominant pattern)")  # table order
     assert text.count("\n") == 6 and "Random sign floor" in text
+    assert set(mod.METHODS) == {p.stem for p in (CONF / "method").glob("*.yaml")} and mod.METHODS[0] == "dominant"
 
 
 @pytest.mark.parametrize("name", ["tuap", "gd_uap", "fff", "pd_ua"])

@@ -193,7 +193,7 @@ def test_app_caches_aaa_impressions_under_the_cache_dir(tmp_path: Path) -> None:
     assert len(list((tmp_path / "outputs" / "cache" / "class_impressions").glob("tiny-*.pt"))) == 2
 
 
-def test_compare_embedded_rows_for_generators_and_sga() -> None:
+def test_compare_embedded_rows_for_generators_and_sga(tiny_model) -> None:
     spec = importlib.util.spec_from_file_location("compare", CONF.parent / "experiments/compare_embedded/run.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -201,24 +201,19 @@ def test_compare_embedded_rows_for_generators_and_sga() -> None:
     assert {"gap", "nag", "aaa", "sga"} <= set(mod.METHODS)
     m = {"fooling_rate": 0.5, "dominance_ratio": 0.25, "top1_ratio": 0.3, "top3_ratio": 0.6, "top5_ratio": 0.8,
          "dominant_class_name": "x"}
-    nag = {"name": "nag", "data_free": False, "iterations": 18750, "run_iterations": 24, "steps_run": 24,
-           "batch_size": 32, "ngf": 16, "val_images": 128}
-    aaa = {"name": "aaa", "data_free": True, "iterations": 20000, "run_iterations": 16, "steps_run": 16,
-           "batch_size": 32, "ngf": 16, "impressions": 32, "num_classes": 16, "per_class": 2, "ci_steps": 20,
-           "ci_steps_run": 20, "published_impressions": 10000, "impressions_from_cache": False}
-    sga = {"name": "sga", "data_free": False, "updates": 10, "batch_size": 32, "inner_iterations": 4,
-           "inner_steps": 120, "minibatch": 10}
+    nag = NAG(tiny_model, XI, max_iterations=24, ngf=4).describe()
+    aaa = AAA(tiny_model, XI, num_classes=4, per_class=2, ci_steps=20, max_iterations=16, ngf=4,
+              cache_dir=None).describe()
+    sga = SGA(tiny_model, XI, batch_size=32).describe()
     records = [{"attack_info": info, "metrics": m, "floors": {"random_noise": m, "random_sign": m},
                 "timing": {"fit_seconds": 1.0},
                 **({"sample_stats": {"n": 10, "std": {"fooling_rate": 0.02, "dominance_ratio": 0.01}}}
                    if info["name"] != "sga" else {})} for info in (nag, aaa, sga)]
     text = mod.table(records)
-    assert "| NAG | fit crops (128 held out for val.) | 50.0 ± 2.0 | 25.0 ± 1.0 |" in text
+    assert "| NAG | fit crops (0 held out for val.) | 50.0 ± 2.0 | 25.0 ± 1.0 |" in text
     assert "none (class impressions; val. only)" in text and "24 it (cap 24 of 18750)" in text
-    assert "32 impressions x <=20 steps (20 run), then 16 it (cap 16 of 20000)" in text
-    assert "10 updates x 32 img, K=4" in text
+    assert "8 impressions x <=20 steps (0 run), then 16 it (cap 16 of 20000)" in text
+    assert "0 updates x 32 img, K=4" in text
     shares = [mod.budget_share(r["attack_info"]) for r in records]
-    assert shares[0].startswith("NAG: 768 image-gradients") and "0.13% of the published 600,000" in shares[0]
-    assert "32 class impressions (16 classes x 2) of the published 10,000, synthesised in 20 steps" in shares[1]
-    assert "then 16 generator iterations of 32 impressions" in shares[1]
-    assert shares[2].startswith("SGA: 1,200 inner image-gradients") and "0.15%" in shares[2]
+    assert shares[0].startswith("NAG: 0 image passes with a gradient") and "18,750 iterations" in shares[0]
+    assert shares[2].startswith("SGA: 0 image passes") and "20 epochs over 10k images" in shares[2]

@@ -191,7 +191,7 @@ def test_one_wandb_run_per_seed_with_its_identity(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     (["attack.num_patterns=0"], "attack.num_patterns=0 must be an integer >= 1"),
     (["attack.num_patterns=-2"], "attack.num_patterns=-2 must be an integer >= 1"),
-    (["attack=uap", "+attack.num_patterns=3"], "attack.num_patterns=3 fits K dominant patterns in one pass; "
+    (["attack=uap", "+attack.num_patterns=3"], "attack.num_patterns=3 fits K patterns in one pass; "
                                                 "attack=uap has no K-pattern fit (valid: attack=dominant)"),
 ])
 def test_bad_num_patterns_is_refused_naming_the_value(overrides: list[str], message: str) -> None:
@@ -203,5 +203,5 @@ def test_bad_num_patterns_is_refused_naming_the_value(overrides: list[str], mess
 def test_bad_num_patterns_from_the_command_line(tmp_path: Path) -> None:
     proc = run_app(tmp_path, *TINY, "attack=sgd_uap", "+attack.num_patterns=2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "attack.num_patterns=2 fits K dominant patterns in one pass; attack=sgd_uap" in proc.stderr
+    assert "attack.num_patterns=2 fits K patterns in one pass; attack=sgd_uap" in proc.stderr
     assert not list((tmp_path / "outputs").rglob("metrics.json"))

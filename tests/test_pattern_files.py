@@ -179,8 +179,9 @@ def test_evaluate_refuses_a_nan_pattern_in_one_line(tmp_path: Path) -> None:
 
 def test_evaluate_scores_an_external_array_and_records_its_source(tmp_path: Path) -> None:
     np.save(tmp_path / "uap_tiny.npy", sign_pattern(size=40).numpy()[None] * 255)
-    proc = run_app(tmp_path, *FAST, f"pattern={tmp_path / 'uap_tiny.npy'}", "pattern_scale=255", "pattern_xi=0.0392156862745098",
-                   "pattern_fit=crop", "floors=true", module="dominant_patterns.evaluate")
+    proc = run_app(tmp_path, *FAST, f"pattern={tmp_path / 'uap_tiny.npy'}", "pattern_scale=255",
+                   "pattern_xi=0.0392156862745098", "pattern_fit=crop", "floors=true",
+                   module="dominant_patterns.evaluate")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pattern uap_tiny.npy on tiny / synthetic: fooling" in proc.stdout
     (record_path,) = (tmp_path / "outputs").rglob("metrics.json")

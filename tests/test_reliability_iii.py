@@ -53,6 +53,14 @@ elif fault == "record":
             full()
         write(path, text)
     records.atomic_write_text = record_full
+elif fault == "slow":  # a fit that takes a while (0.1 s a step): another process meets it running
+    import time
+    from dominant_patterns import checkpoint as ck
+    step_done = ck.Checkpointer.step_done
+    def slow(self):
+        time.sleep(0.1)
+        step_done(self)
+    ck.Checkpointer.step_done = slow
 elif fault.startswith("kill:"):
     import signal
     from dominant_patterns import checkpoint as ck
@@ -95,8 +103,8 @@ def test_a_second_process_is_refused_while_the_first_runs_and_its_record_survive
     script.write_text(FAULT_APP)
     first = subprocess.Popen([sys.executable, str(script), *TINY, *SYNTHETIC, "trainer.epochs=40",
                               f"hydra.run.dir={run_dir}"],
-                             cwd=tmp_path, env=app_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             cwd=tmp_path, env={**app_env(tmp_path), "DP_FAULT": "slow"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while not (run_dir / CHECKPOINT).exists() and time.time() < deadline:  # the first one is fitting

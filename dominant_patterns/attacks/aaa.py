@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import torch
 
 from dominant_patterns.attacks.base import capped
-from dominant_patterns.attacks.generator_fit import generator_loop
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.impressions import ClassImpressions, cache_path, impression_classes
 from dominant_patterns.attacks.nag import NAG
 from dominant_patterns.checks import check_at_least, check_positive
@@ -58,7 +58,10 @@ class AAA(NAG):
     """Class impressions from the model, then a NAG generator trained on them."""
 
     name: ClassVar[str] = "aaa"
-    data_free: ClassVar[bool] = True
+    card: ClassVar[AttackCard] = AttackCard(
+        "AAA", "Mopuri et al., ECCV 2018 (val-iisc/AAA)", 2018, "data-free", budget_unit="iterations",
+        published_budget="10 class impressions per class (up to 1,500 steps each), then a NAG-style generator",
+        published_source="Table 4 of the paper (paper.csv)")
     fit_state: ClassVar[tuple[str, ...]] = (*NAG.fit_state, "synth", "from_cache")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, num_classes: int | None = None, per_class: int = 10,
@@ -146,8 +149,15 @@ class AAA(NAG):
                 return False
             return self.update(self.impression_batch())
 
-        generator_loop(self, step, max_steps=max_steps, device=self.device, desc=self.name)
+        self.train_generator(step, max_steps, self.current_samples)
         return self.finish()
+
+    def budget_note(self) -> str:
+        return (f"{len(self.classes)} impressions x <={self.ci_steps} steps ({self.synth.units} run), then "
+                f"{self.steps_run or self.run_iterations} it (cap {self.run_iterations} of {self.iterations})")
+
+    def data_note(self) -> str:
+        return "none (class impressions; val. only)"
 
     def describe(self) -> dict[str, Any]:
         n_classes = len(set(self.classes))

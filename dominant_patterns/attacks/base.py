@@ -4,22 +4,16 @@ Contract: ``attack.fit(loader) -> delta`` where ``loader`` yields image batches 
 (uint8 is accepted and scaled), and ``delta`` is a float tensor [3, S, S] in pixel space with
 ``||delta||_inf <= xi``. Perturbed images are ``clamp(x + delta, 0, 1)`` for every method.
 
-Checkpoints (resume after a kill or preemption): every attack has ``self.checkpointer`` (a
-disabled :class:`~dominant_patterns.checkpoint.Checkpointer` unless the app set one) and a
-``state_dict()``/``load_state_dict()`` pair. An attack with its own loop keeps everything the
-loop changes (delta, optimizer, generator weights, counters, a ``Validator``) on ``self``, names
-those attributes in ``fit_state`` (tensors, plain values, or objects with their own
-``state_dict``), and drives the loop like this::
-
-    for epoch, batches in self.checkpointer.epochs(self, loader, self.trainer.epochs):
-        for x, _ in iterate_images(batches, self.device):   # resumes mid-epoch
-            ...one update...
-            self.checkpointer.step_done()   # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
-
-Data-free loops pass an int (steps per epoch) instead of the loader. Attacks that run one of the
-shared loops of :mod:`dominant_patterns.loops` need none of this: ``optimize_pattern``,
-``optimize_iterations`` and ``signed_gradient_epochs`` checkpoint delta and the optimizer state,
-plus this state (an attack is the loops' :class:`~dominant_patterns.loops.LoopOwner`).
+Loops: every attack fits in the loops of :mod:`dominant_patterns.loops` (it is their
+:class:`~dominant_patterns.loops.LoopOwner`) and supplies only its step: ``optimize_pattern``,
+``optimize_iterations`` and ``signed_gradient_epochs`` take a loss, others pass a step to ``run_steps``.
+The loops checkpoint and resume (``self.checkpointer``, a disabled
+:class:`~dominant_patterns.checkpoint.Checkpointer` unless the app set one), so an attack keeps
+what its step changes beyond delta and the optimizer (generator weights, counters, a ``Validator``) on
+``self`` and names those attributes in ``fit_state`` (tensors, plain values, or objects with their own
+``state_dict``). They count what the fit spends in ``self.meter`` (classifier passes, reported by
+:meth:`UniversalAttack.describe`), stop at ``trainer.budget`` passes when set, and offer the current
+pattern to ``self.curve`` (anytime curves; None by default).
 """
 
 from __future__ import annotations
@@ -32,10 +26,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.checkpoint import Checkpointer
 from dominant_patterns.checks import check_at_least, check_positive, check_xi
 from dominant_patterns.devices import to_memory_format
-from dominant_patterns.loops import LogFn, TrainerSettings, optimize_pattern
+from dominant_patterns.loops import Curve, LogFn, PassMeter, TrainerSettings, optimize_pattern
 from dominant_patterns.models import ClassifierWrapper
 
 log = logging.getLogger(__name__)
@@ -78,8 +73,8 @@ class UniversalAttack(ABC):
     """
 
     name: ClassVar[str] = "universal"
-    #: True when the attack uses no images at all (it is still given the loader).
-    data_free: ClassVar[bool] = False
+    #: What the attack says about itself (display name, data setting, needs, budget, published numbers).
+    card: ClassVar[AttackCard]
     #: Attributes ``fit`` changes (tensors, plain values, or objects with ``state_dict``/``load_state_dict``
     #: such as a ``Validator``): checkpointed with ``generator`` and restored on resume.
     fit_state: ClassVar[tuple[str, ...]] = ()
@@ -93,6 +88,9 @@ class UniversalAttack(ABC):
         self.on_log = on_log
         self.generator = torch.Generator().manual_seed(seed)
         self.checkpointer = Checkpointer()
+        #: what the fit spent (filled by the loops) and the anytime-curve hook (loops.budget)
+        self.meter = PassMeter()
+        self.curve: Curve | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """The attack's resumable state beyond its loop's: the generator and the ``fit_state`` attributes."""
@@ -138,8 +136,43 @@ class UniversalAttack(ABC):
         if self.on_log is not None:
             self.on_log(metrics, step)
 
+    @property
+    def display_name(self) -> str:
+        """The name tables print (an instance may qualify its card's, e.g. with a prior)."""
+        return self.card.display_name
+
+    @property
+    def data_setting(self) -> str:
+        """The card's data setting, unless this instance's options change it."""
+        return self.card.data_setting
+
+    @property
+    def data_free(self) -> bool:
+        """True when the attack fits on no image (fit images serve its validation at most)."""
+        return self.data_setting == "data-free"
+
+    @property
+    def hooks_activations(self) -> bool:
+        """True when the objective reads activations inside the network (BatchNorm is then not folded)."""
+        return self.card.hooks_activations
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "xi": self.xi, "data_free": self.data_free}
+        """What the record says about the attack: its card, this instance's settings and what it ran."""
+        return {"name": self.name, "display_name": self.display_name, "xi": self.xi, "data_free": self.data_free,
+                "data_setting": self.data_setting, "card": self.card.describe(), **self.meter.report(),
+                "budget_note": self.budget_note(), "data_note": self.data_note()}
+
+    def budget_note(self) -> str:
+        """What the fit ran in the attack's own unit (the embedded comparison's budget column)."""
+        return f"{self.trainer.epochs} epochs" if self.card.budget_unit == "epochs" else "-"
+
+    def data_note(self) -> str:
+        """Which images the fit used (the embedded comparison's data column)."""
+        return "none (val. only)" if self.data_free else "fit crops"
+
+    def at_limit(self, steps: int, limit: int) -> bool:
+        """True at the fit's last step: ``limit`` steps ran or, under ``trainer.budget``, the passes reached it."""
+        return self.meter.exhausted() if self.trainer.budget is not None else steps >= limit
 
     def sample_patterns(self) -> torch.Tensor | None:
         """Patterns ``[Z, 3, S, S]`` to evaluate instead of the one ``fit`` returned (its first row), for
@@ -155,6 +188,18 @@ class UniversalAttack(ABC):
     @abstractmethod
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         """Return the universal perturbation [3, S, S] (fp32, on the model's device)."""
+
+
+class IterationBudget:
+    """Mixin of the iteration-budget attacks: ``steps_run`` of ``run_iterations`` (their cap of the published
+    ``iterations``) is what they report having run."""
+
+    iterations: int
+    run_iterations: int
+    steps_run: int
+
+    def budget_note(self) -> str:
+        return f"{self.steps_run or self.run_iterations} it (cap {self.run_iterations} of {self.iterations})"
 
 
 class GradientAttack(UniversalAttack):

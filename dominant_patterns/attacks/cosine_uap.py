@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import GradientAttack
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.models import ClassifierWrapper
 
 
@@ -30,6 +31,9 @@ class CosineUAP(GradientAttack):
     """Adam on the mean cosine similarity between clean and perturbed logits."""
 
     name: ClassVar[str] = "cosine_uap"
+    card: ClassVar[AttackCard] = AttackCard(
+        "Cosine-UAP", "Zhang et al., ICCV 2021 (read from giladfrid009/ulib; no official code)", 2021, "label-free",
+        budget_unit="epochs", published_budget="not published")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 0.005, **kwargs: Any) -> None:
         super().__init__(model, xi, lr=lr, **kwargs)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import GradientAttack
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.checks import check_at_least, check_choice, check_class
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.losses import get_loss
@@ -39,6 +40,11 @@ class DominantPattern(GradientAttack):
     """
 
     name: ClassVar[str] = "dominant"
+    card: ClassVar[AttackCard] = AttackCard(
+        "Ours (dominant pattern)", "Ye, Qin, Chen, Huang: Dominant Patterns (arXiv 2021; 1105042987/Dominant-Patterns)",
+        2021, "label-free", multi_pattern=True, budget_unit="epochs",
+        published_budget="10 epochs x 40,000 images, batch 32", published_passes=10 * 1250 * 33,
+        published_source="Tables 3-5 of the paper (paper.csv)", ours=True)
     #: The most patterns one fit of this class makes (None: any number).
     max_patterns: ClassVar[int | None] = 1
 

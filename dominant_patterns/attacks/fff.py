@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import torch
 
 from dominant_patterns.attacks.activations import log_activation_norms, mean_image, uniform_init
-from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
 from dominant_patterns.checks import check_positive
 from dominant_patterns.hooks import capture_activations, layer_names
@@ -36,13 +37,14 @@ from dominant_patterns.loops import optimize_iterations
 from dominant_patterns.models import ClassifierWrapper
 
 
-class FFF(UniversalAttack):
+class FFF(IterationBudget, UniversalAttack):
     """Maximize the mean absolute conv activations of the pattern alone (batch 1)."""
 
     name: ClassVar[str] = "fff"
-    #: its objective hooks activations inside the network (conv outputs by default): the app keeps BN unfolded
-    hooks_activations: ClassVar[bool] = True
-    data_free: ClassVar[bool] = True
+    card: ClassVar[AttackCard] = AttackCard(
+        "FFF", "Mopuri et al., BMVC 2017 (val-iisc/fast-feature-fool)", 2017, "data-free", hooks_activations=True,
+        budget_unit="iterations", published_budget="at most 10,000 iterations of delta alone, validation-based "
+        "early stopping", published_passes=10000, published_source="Table 4 of the paper (paper.csv)")
     fit_state: ClassVar[tuple[str, ...]] = ("validator", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr_255: float = 0.1, iterations: int = 10000,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.devices import autocast
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.loops import signed_gradient_epochs
@@ -72,7 +73,10 @@ class FTUAP(UniversalAttack):
     """Projected signed-gradient universal attack on JND-bounded 8x8 block-DCT coefficients."""
 
     name: ClassVar[str] = "ft_uap"
-    provenance: ClassVar[str] = "from description"
+    card: ClassVar[AttackCard] = AttackCard(
+        "FT-UAP", "Deng and Karam, ECCV 2020 (no public code: implemented from the paper)", 2020, "label-dependent",
+        budget_unit="epochs", published_budget="not published", from_description=True,
+        published_source="Table 3 of the paper (paper.csv)")
     fit_state: ClassVar[tuple[str, ...]] = ("coeffs",)
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, dct_scale: float = 2.0, step_size: float = 0.05,
@@ -108,10 +112,11 @@ class FTUAP(UniversalAttack):
             self.coeffs = torch.maximum(torch.minimum(coeffs + self.step_size * self.bound * sign, self.bound),
                                         -self.bound)
 
-        signed_gradient_epochs(self, loader, variable=lambda: self.coeffs, loss_fn=self.loss, update=step)
+        signed_gradient_epochs(self, loader, variable=lambda: self.coeffs, loss_fn=self.loss, update=step,
+                               pattern=lambda: self.to_pixels(self.coeffs))
         return self.to_pixels(self.coeffs).detach()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "provenance": self.provenance, "dct_scale": self.dct_scale,
+        return {**super().describe(), "dct_scale": self.dct_scale,
                 "step_size": self.step_size, "min_freq": self.min_freq, "max_freq": self.max_freq,
                 "pixels_per_degree": self.ppd}

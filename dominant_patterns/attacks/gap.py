@@ -41,8 +41,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dominant_patterns.attacks.base import capped
-from dominant_patterns.attacks.generator_fit import GeneratorAttack, HeldOut, generator_loop
+from dominant_patterns.attacks.base import IterationBudget, capped
+from dominant_patterns.attacks.card import AttackCard
+from dominant_patterns.attacks.generator_fit import GeneratorAttack
 from dominant_patterns.attacks.generators import ResnetGenerator, init_weights
 from dominant_patterns.checks import check_at_least, check_class, check_positive
 from dominant_patterns.devices import autocast, to_memory_format
@@ -51,10 +52,14 @@ from dominant_patterns.models import ClassifierWrapper
 log = logging.getLogger(__name__)
 
 
-class GAP(GeneratorAttack):
+class GAP(IterationBudget, GeneratorAttack):
     """A ResNet generator from fixed noise to one full-budget pattern, trained towards the least-likely class."""
 
     name: ClassVar[str] = "gap"
+    card: ClassVar[AttackCard] = AttackCard(
+        "GAP", "Poursaeed et al., CVPR 2018 (OmidPoursaeed/Generative_Adversarial_Perturbations)", 2018,
+        "label-dependent", budget_unit="iterations", published_budget="10 epochs x 50 iterations x batch 30",
+        published_passes=10 * 50 * 30, published_source="Tables 3 and 5 of the paper (paper.csv)")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 2e-4, beta1: float = 0.5,
                  batch_size: int = 30, iterations: int = 500, max_iterations: int | None = None, val_every: int = 50,
@@ -122,13 +127,13 @@ class GAP(GeneratorAttack):
             self.steps_run += 1
             if self.steps_run % self.trainer.log_every == 0:
                 self.log({"train/loss": float(loss.detach())}, self.steps_run)
-            if self.steps_run % self.val_every == 0 or self.steps_run == self.run_iterations:
+            last = self.at_limit(self.steps_run, self.run_iterations)
+            if self.steps_run % self.val_every == 0 or last:
                 selection.check(selection.rate(self.pattern()[None], self.target_class), self.net)
                 self.log({"val/fooling_rate": selection.best_rate}, self.steps_run)
-            return self.steps_run >= self.run_iterations
+            return last
 
-        generator_loop(self, step, max_steps=self.run_iterations, loader=loader, batch_size=self.batch_size,
-                       keep=HeldOut(selection.validator.images), device=self.device, desc=self.name)
+        self.train_generator(step, self.run_iterations, self.pattern, loader)
         selection.restore(self.net)
         self.val_rate = selection.best_rate
         return self.pattern()

@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 import torch
 
 from dominant_patterns.attacks.activations import log_activation_norms, mean_image, uniform_init
-from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
 from dominant_patterns.checks import check_choice, check_positive
 from dominant_patterns.hooks import capture_activations, layer_names
@@ -45,12 +46,15 @@ from dominant_patterns.models import ClassifierWrapper
 PRIORS = ("none", "range", "data")
 
 
-class GDUAP(UniversalAttack):
+class GDUAP(IterationBudget, UniversalAttack):
     """Activation-norm maximization with the none / range / data priors and adaptive rescaling."""
 
     name: ClassVar[str] = "gd_uap"
-    #: its objective hooks activations inside the network (conv outputs by default): the app keeps BN unfolded
-    hooks_activations: ClassVar[bool] = True
+    card: ClassVar[AttackCard] = AttackCard(
+        "GD-UAP", "Mopuri, Ganeshan, Babu, TPAMI 2018 (val-iisc/GD-UAP)", 2018, "data-free", hooks_activations=True,
+        budget_unit="iterations", published_budget="at most 40,000 iterations x batch 25 (data prior), with "
+        "validation-based early stopping", published_passes=40000 * 25,
+        published_source="Table 4 of the paper (paper.csv)")
     fit_state: ClassVar[tuple[str, ...]] = ("validator", "schedule", "rescales", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, prior: str = "data", lr_255: float = 0.1,
@@ -73,7 +77,15 @@ class GDUAP(UniversalAttack):
         self.validator: Validator | None = None
         #: adaptive rescaling: the saturated share at the last step and the step of the next validation
         self.schedule: dict[str, float] = {"sat": 0.0, "next_val": self.val_every}
-        self.data_free = prior != "data"
+
+    @property
+    def data_setting(self) -> str:
+        """The data prior fits on unlabeled images (label-free); none and range use no image (data-free)."""
+        return "label-free" if self.prior == "data" else "data-free"
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.card.display_name} ({self.prior} prior)"
 
     def noise(self) -> torch.Tensor:
         """A batch of the ``range`` prior: N(mean, range_std) images clipped to [0, 1] (from ``self.generator``)."""

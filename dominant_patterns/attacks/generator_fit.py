@@ -1,32 +1,23 @@
-"""What the generator baselines (GAP, NAG, AAA) share: their checkpointed training loop, held-out
-validation with best-weights selection, and NAG's fooling and diversity losses.
-
-The loop (:func:`generator_loop`) follows the protocol of :mod:`dominant_patterns.checkpoint`: the
-attack keeps its network, optimizer, selection and counters on ``self`` and names them in
-``fit_state`` (so ``state_dict()`` holds them), and the loop adds the rows its re-batching carries and
-the finished flag. Each pass over the loader is one checkpoint epoch (resumed mid-pass by replaying
-its batch order); a data-free fit is one epoch of at most ``max_steps`` steps.
+"""What the generator baselines (GAP, NAG, AAA) share: held-out validation with best-weights selection,
+NAG's fooling and diversity losses, and their fit (:meth:`GeneratorAttack.train_generator`: one generator
+update per step in :func:`~dominant_patterns.loops.run_steps`; the attack keeps its network, optimizer,
+selection and counters on ``self`` and names them in ``fit_state``, the loop checkpoints them).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.validation import Validator, predict
-from dominant_patterns.checkpoint import StateFns
-from dominant_patterns.data import iterate_images
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import LoopOwner, Rebatcher
+from dominant_patterns.loops import Feed, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -95,74 +86,6 @@ class Selection:
         self.best = None if state["best"] is None else {k: v.to(device) for k, v in state["best"].items()}
 
 
-def generator_loop(owner: LoopOwner, step: Callable[[torch.Tensor | None], bool], *, max_steps: int,
-                   loader: Iterable[Any] | None = None, batch_size: int | None = None,
-                   keep: Callable[[torch.Tensor], torch.Tensor] | None = None, device: torch.device,
-                   desc: str) -> None:
-    """Call ``step(x)`` once per update until it returns True (done or early stop) or ``max_steps`` ran.
-
-    ``x``: batches of ``batch_size`` rows from endless passes over ``loader`` (rows ``keep`` removes
-    are skipped, e.g. held-out images), or None without a loader (data-free). The checkpointer saves
-    and restores ``owner.state_dict()``, the carried rows, the finished flag and the RNGs.
-    """
-    ck = owner.checkpointer
-    rebatch = Rebatcher(batch_size)
-    flags = {"stopped": False}
-    bar = tqdm(total=max_steps, desc=desc, disable=not owner.trainer.progress, unit="it", leave=False)
-
-    def get_state() -> dict[str, Any]:
-        return {"attack": owner.state_dict(), "stopped": flags["stopped"], "rest": rebatch.state()}
-
-    def put_state(state: Mapping[str, Any]) -> None:
-        owner.load_state_dict(state["attack"])
-        flags["stopped"] = bool(state["stopped"])
-        rebatch.load(state["rest"], device)
-        bar.update(ck.step)
-
-    def done() -> bool:
-        return flags["stopped"] or ck.step >= max_steps
-
-    def inputs(batches: Iterable[Any]) -> Iterator[torch.Tensor | None]:
-        if loader is None:
-            return (None for _ in batches)
-        fresh = ck.batch == 0
-
-        def images() -> Iterator[torch.Tensor]:
-            empty, kept = True, 0
-            for x, _ in iterate_images(batches, device):
-                empty = False
-                x = keep(x) if keep is not None else x
-                kept += x.shape[0]
-                if x.shape[0]:
-                    yield x
-            if empty and fresh:
-                raise ConfigError("the fit loader yielded no images")
-            if fresh and not kept:
-                raise ConfigError("no fit image is left for training once the validation images are held out; "
-                                  "lower attack.val_images or fit on more images")
-
-        return rebatch(images())
-
-    state = StateFns(get_state, put_state)
-    passes = ck.epochs(state, max_steps, 1) if loader is None else ck.epochs(state, loader, sys.maxsize)
-    try:
-        for _, batches in passes:
-            if done():  # resumed a finished or early-stopped fit
-                break
-            for x in inputs(batches):
-                if step(x):
-                    flags["stopped"] = True
-                bar.update(1)
-                ck.step_done()  # saves every N steps; stops cleanly on SIGTERM/SIGUSR1
-                if done():
-                    break
-            if done():
-                break
-        ck.save()  # the final state: a rerun (e.g. after a kill during evaluation) returns it at once
-    finally:
-        bar.close()
-
-
 def fit_set_size(loader: Any) -> int | None:
     """Images per pass of ``loader`` when it says (a DataLoader's dataset, a DeviceLoader's ``n``), else None."""
     for size in (lambda: len(loader.dataset), lambda: int(loader.n)):
@@ -195,6 +118,7 @@ class GeneratorAttack(UniversalAttack):
     net: nn.Module
     optimizer: torch.optim.Optimizer
     selection: Selection | None
+    batch_size: int
 
     def architecture(self) -> dict[str, Any]:
         """Constructor arguments of ``self.net`` (saved beside its weights)."""
@@ -206,6 +130,19 @@ class GeneratorAttack(UniversalAttack):
                    "attack_info": self.describe()}
         torch.save(payload, Path(out_dir) / "generator.pt")
         return ["generator.pt"]
+
+    def train_generator(self, step: Callable[[torch.Tensor | None], bool], max_steps: int,
+                        pattern: Callable[[], torch.Tensor], loader: Iterable[Any] | None = None) -> None:
+        """``step(x)`` once per update in the shared loop until it returns True or ``max_steps`` ran (or the budget
+        is spent); ``x``: batches of ``batch_size`` fit images, the validation images held out, or None without a
+        loader (data-free). ``pattern()`` gives the current pattern(s) for anytime curves."""
+        assert self.selection is not None, "train after validation()"
+        feed = Feed() if loader is None else Feed(loader, self.device, batch_size=self.batch_size,
+                                                  keep=HeldOut(self.selection.validator.images))
+        run_steps(self, step, feed, max_steps=max_steps, pattern=pattern)
+
+    def data_note(self) -> str:
+        return f"fit crops ({self.held_out()} held out for val.)"
 
     def held_out(self) -> int:
         """Validation images actually used (the fit set may hold fewer than asked for); 0 before ``fit``."""

@@ -50,14 +50,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from dominant_patterns.attacks.base import capped
-from dominant_patterns.attacks.generator_fit import (
-    GeneratorAttack,
-    HeldOut,
-    diversity_loss,
-    fooling_loss,
-    generator_loop,
-)
+from dominant_patterns.attacks.base import IterationBudget, capped
+from dominant_patterns.attacks.card import AttackCard
+from dominant_patterns.attacks.generator_fit import GeneratorAttack, diversity_loss, fooling_loss
 from dominant_patterns.attacks.generators import NAGGenerator, init_weights
 from dominant_patterns.checks import check_at_least, check_positive
 from dominant_patterns.devices import autocast, to_memory_format
@@ -83,10 +78,14 @@ def pick_feature_layer(model: ClassifierWrapper, explicit: str | None, by_model:
     return name
 
 
-class NAG(GeneratorAttack):
+class NAG(IterationBudget, GeneratorAttack):
     """A latent-variable generator trained with NAG's fooling and diversity losses."""
 
     name: ClassVar[str] = "nag"
+    card: ClassVar[AttackCard] = AttackCard(
+        "NAG", "Mopuri et al., CVPR 2018 (val-iisc/nag)", 2018, "label-dependent", budget_unit="iterations",
+        published_budget="about 60 epochs over 10k images, batch 32 (18,750 iterations)", published_passes=18750 * 32,
+        published_source="Tables 3 and 5 of the paper (paper.csv)")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 1e-3, batch_size: int = 32,
                  iterations: int = 18750, max_iterations: int | None = None, z_dim: int = 10, ngf: int = 64,
@@ -105,7 +104,7 @@ class NAG(GeneratorAttack):
             raise ConfigError(f"attack.feature_depth={feature_depth} must be in [0, 1] (share of the relu group)")
         self.feature_layer = pick_feature_layer(model, feature_layer, feature_layers, float(feature_depth))
         # folding BatchNorm into convs (fold.py) leaves block outputs and ReLUs unchanged, not a conv's output
-        self.hooks_activations = self.feature_layer not in layer_names(model, "relu")
+        self._hooks_conv = self.feature_layer not in layer_names(model, "relu")
         self.val_every = check_at_least("attack.val_every", val_every, 1)
         self.val_images = check_at_least("attack.val_images", val_images, 1)
         self.val_samples = check_at_least("attack.val_samples", val_samples, 1)
@@ -168,12 +167,12 @@ class NAG(GeneratorAttack):
         if self.steps_run % self.trainer.log_every == 0:
             self.log({"train/loss": float(loss.detach()), **{k: float(v) for k, v in self.terms.items()}},
                      self.steps_run)
-        stop = False
-        if self.steps_run % self.val_every == 0 or self.steps_run == self.run_iterations:
+        stop, last = False, self.at_limit(self.steps_run, self.run_iterations)
+        if self.steps_run % self.val_every == 0 or last:
             assert self.selection is not None
             stop = self.selection.check(self.selection.rate(self.fixed_samples(self.val_samples, 1)), self.net)
             self.log({"val/fooling_rate": self.selection.best_rate}, self.steps_run)
-        return stop or self.steps_run >= self.run_iterations
+        return stop or last
 
     def start(self, loader: Iterable[Any]) -> None:
         """A fresh generator, optimizer and held-out selection (a resume then restores them)."""
@@ -191,15 +190,22 @@ class NAG(GeneratorAttack):
         self.samples = self.fixed_samples(self.eval_samples, 2)
         return self.samples[0]
 
+    def current_samples(self) -> torch.Tensor:
+        """The evaluation samples of the generator as it is now (anytime curves)."""
+        return self.fixed_samples(self.eval_samples, 2)
+
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
         self.start(loader)
-        assert self.selection is not None
-        generator_loop(self, self.update, max_steps=self.run_iterations, loader=loader, batch_size=self.batch_size,
-                       keep=HeldOut(self.selection.validator.images), device=self.device, desc=self.name)
+        self.train_generator(self.update, self.run_iterations, self.current_samples, loader)
         return self.finish()
 
     def sample_patterns(self) -> torch.Tensor | None:
         return self.samples
+
+    @property
+    def hooks_activations(self) -> bool:
+        """True when the diversity layer is a convolution's output (BN folding would change it)."""
+        return self._hooks_conv
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "lr": self.lr, "batch_size": self.batch_size, "iterations": self.iterations,

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.activations import log_activation_norms, mean_image
-from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
 from dominant_patterns.errors import ConfigError
 from dominant_patterns.hooks import capture_activations, layer_names, transform_activations
@@ -74,14 +75,14 @@ def laplacian_filter(g: torch.Tensor, levels: int) -> torch.Tensor:
     return out[0] / (out.abs().mean() + 1e-12)
 
 
-class PDUA(UniversalAttack):
+class PDUA(IterationBudget, UniversalAttack):
     """Uncertainty (MC-dropout activation) maximization with a texture prior and pyramid-filtered steps."""
 
     name: ClassVar[str] = "pd_ua"
-    #: its objective hooks activations inside the network (conv outputs by default): the app keeps BN unfolded
-    hooks_activations: ClassVar[bool] = True
-    data_free: ClassVar[bool] = True
-    provenance: ClassVar[str] = "from description"
+    card: ClassVar[AttackCard] = AttackCard(
+        "PD-UA", "Liu et al., ICCV 2019 (no public code: implemented from the paper)", 2019, "data-free",
+        hooks_activations=True, budget_unit="iterations", published_budget="not published", from_description=True,
+        published_source="Table 4 of the paper (paper.csv)")
     fit_state: ClassVar[tuple[str, ...]] = ("validator", "steps_run")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, iterations: int = 1000,
@@ -154,7 +155,7 @@ class PDUA(UniversalAttack):
         return best
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "provenance": self.provenance, "iterations": self.iterations,
+        return {**super().describe(), "iterations": self.iterations,
                 "max_iterations": self.max_iterations, "run_iterations": self.run_iterations,
                 "steps_run": self.steps_run, "lr_255": self.lr_255, "dropout": self.dropout,
                 "mc_samples": self.mc_samples, "style_weight": self.style_weight, "texture": self.texture,

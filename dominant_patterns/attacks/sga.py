@@ -27,18 +27,17 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.checks import check_at_least, check_positive
-from dominant_patterns.data import iterate_images
 from dominant_patterns.devices import autocast, to_memory_format
-from dominant_patterns.loops import Rebatcher
+from dominant_patterns.loops import Feed, run_steps
 from dominant_patterns.models import ClassifierWrapper
 
 
@@ -46,7 +45,13 @@ class SGA(UniversalAttack):
     """Inner-minibatch sign steps aggregated into one signed update per outer batch."""
 
     name: ClassVar[str] = "sga"
-    fit_state: ClassVar[tuple[str, ...]] = ("delta", "rest", "updates", "inner_steps", "images_seen")
+    card: ClassVar[AttackCard] = AttackCard(
+        "SGA", "Liu et al., ICCV 2023 (liuxuannan/Stochastic-Gradient-Aggregation)", 2023, "label-dependent",
+        budget_unit="epochs", published_budget="20 epochs over 10k images, outer batch 250, K = 4 inner steps of 10",
+        published_passes=20 * 10000 * 4,
+        published_fooling={"alexnet": 97.43, "googlenet": 92.12, "vgg16": 98.36, "vgg19": 97.69, "resnet152": 94.04},
+        published_source="SGA paper, Table 1 (white-box, ImageNet val, 10/255), as quoted in baselines.md")
+    fit_state: ClassVar[tuple[str, ...]] = ("delta", "updates", "inner_steps", "images_seen")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, epochs: int = 20, max_epochs: int | None = None,
                  max_iterations: int | None = None, batch_size: int = 250, minibatch: int = 10,
@@ -64,7 +69,6 @@ class SGA(UniversalAttack):
         self.inner_iterations = check_at_least("attack.inner_iterations", inner_iterations, 1)
         self.step_size, self.beta = check_positive("attack.step_size", step_size), check_positive("attack.beta", beta)
         self.delta = self.zeros()
-        self.rest: torch.Tensor | None = None  # images of the current outer batch not yet used
         self.updates = self.inner_steps = self.images_seen = 0
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -97,49 +101,22 @@ class SGA(UniversalAttack):
         self.images_seen += n
         return float(loss.detach())
 
-    def done(self) -> bool:
-        return self.max_updates is not None and self.updates >= self.max_updates
-
-    def outer_batches(self, batches: Iterable[Any]) -> Iterator[torch.Tensor]:
-        """The epoch's images in outer batches of ``batch_size``, then its remainder (kept in ``self.rest``)."""
-        rebatch = Rebatcher(self.batch_size)
-        rebatch.rest = self.rest
-        for x in rebatch(x for x, _ in iterate_images(batches, self.device)):
-            self.rest = rebatch.rest
-            yield x
-        self.rest = rebatch.rest
-
-    def run_update(self, x: torch.Tensor, epoch: int, bar: Any) -> None:
+    def step(self, x: torch.Tensor) -> None:
+        """The loop's step: one aggregated update on the outer batch ``x``, logged every ``log_every``."""
         loss = self.outer_update(x)
-        bar.update(1)
         if self.updates % self.trainer.log_every == 0:
-            self.log({"train/loss": loss, "train/epoch": epoch}, self.updates)
-        self.checkpointer.step_done()  # saves every N updates; stops cleanly on SIGTERM/SIGUSR1
+            self.log({"train/loss": loss, "train/epoch": self.checkpointer.epoch}, self.updates)
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        ck, s = self.checkpointer, self.trainer
-        self.delta, self.rest = self.zeros(), None
+        self.delta = self.zeros()
         self.updates = self.inner_steps = self.images_seen = 0
-        bar = tqdm(desc=self.name, disable=not s.progress, unit="update", leave=False)
-        try:
-            for epoch, batches in ck.epochs(self, loader, self.run_epochs):  # resumes mid-epoch after a restore
-                bar.update(self.updates - bar.n)
-                if self.done():
-                    break
-                for x in self.outer_batches(batches):
-                    self.run_update(x, epoch, bar)
-                    if self.done():
-                        break
-                if self.rest is not None and not self.done():  # the epoch's last, smaller outer batch
-                    x, self.rest = self.rest, None
-                    self.run_update(x, epoch, bar)
-                self.rest = None
-                if self.done():
-                    break
-            ck.save()  # the final state: a rerun returns it at once
-        finally:
-            bar.close()
+        # each pass in outer batches of batch_size, then its remainder; one step per outer batch
+        run_steps(self, self.step, Feed(loader, self.device, batch_size=self.batch_size, flush=True),
+                  epochs=self.run_epochs, max_steps=self.max_updates, pattern=lambda: self.delta, unit="update")
         return self.delta.detach()
+
+    def budget_note(self) -> str:
+        return f"{self.updates} updates x {self.batch_size} img, K={self.inner_iterations}"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "epochs": self.epochs, "max_epochs": self.max_epochs,

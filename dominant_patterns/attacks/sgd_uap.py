@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.checks import check_choice
 from dominant_patterns.devices import autocast
 from dominant_patterns.errors import ConfigError
@@ -45,6 +46,9 @@ class SGDUAP(UniversalAttack):
     """
 
     name: ClassVar[str] = "sgd_uap"
+    card: ClassVar[AttackCard] = AttackCard(
+        "SGD-UAP", "Shafahi et al., AAAI 2020 (kenny-co/sgd-uap-torch)", 2020, "label-dependent",
+        budget_unit="epochs", published_budget="sign steps of 0.8 xi over ImageNet batches (no fixed count published)")
     fit_state: ClassVar[tuple[str, ...]] = ("delta", "size", "used_labels")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, beta: float = 12.0, step_size: float = 0.8,

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from dominant_patterns.attacks.base import UniversalAttack, capped
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.checks import check_class, check_positive
 from dominant_patterns.loops import optimize_iterations
 from dominant_patterns.models import ClassifierWrapper
@@ -55,6 +56,10 @@ class TUAP(UniversalAttack):
     """
 
     name: ClassVar[str] = "tuap"
+    card: ClassVar[AttackCard] = AttackCard(
+        "TUAP", "Zhang, Benz, Imtiaz, Kweon, CVPR 2020 (phibenz/uap_virtual_data.pytorch)", 2020, "label-free",
+        budget_unit="iterations", published_budget="2,000 iterations x batch 32", published_passes=2000 * 32,
+        published_source="Tables 3-5 of the paper (paper.csv)")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, lr: float = 0.005, iterations: int = 2000,
                  max_iterations: int | None = None, batch_size: int = 32, confidence: float = 10.0,
@@ -81,6 +86,9 @@ class TUAP(UniversalAttack):
         return optimize_iterations(
             self, self.zeros(), self.loss, loader=loader, batch_size=self.batch_size,
             optimizer=partial(torch.optim.Adam, lr=self.lr), iterations=self.run_iterations)
+
+    def budget_note(self) -> str:
+        return f"{self.run_iterations} it (cap {self.run_iterations} of {self.iterations})"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "lr": self.lr, "iterations": self.iterations,

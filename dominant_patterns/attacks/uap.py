@@ -26,12 +26,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import predict
 from dominant_patterns.data import iterate_images
 from dominant_patterns.errors import ConfigError
+from dominant_patterns.loops import Feed, run_steps
 from dominant_patterns.metrics import fooling_rate
 from dominant_patterns.models import ClassifierWrapper
 
@@ -88,7 +89,11 @@ class UAP(UniversalAttack):
     """
 
     name: ClassVar[str] = "uap"
-    fit_state: ClassVar[tuple[str, ...]] = ("v", "seen", "passes_run", "train_fooling", "steps_added")
+    card: ClassVar[AttackCard] = AttackCard(
+        "UAP", "Moosavi-Dezfooli et al., CVPR 2017 (LTS4/universal)", 2017, "label-dependent",
+        budget_unit="passes", published_budget="passes over 10k ImageNet images until 80% fooling; DeepFool (<= 10 "
+        "iterations, top-10 classes) per image not yet fooled", published_source="Table 3 of the paper (paper.csv)")
+    fit_state: ClassVar[tuple[str, ...]] = ("v", "passes_run", "train_fooling", "steps_added")
 
     def __init__(self, model: ClassifierWrapper, xi: float, *, overshoot: float = 0.02, num_candidates: int = 10,
                  max_iter_df: int = 10, target_fooling: float = 0.8, max_passes: int = 20,
@@ -102,7 +107,7 @@ class UAP(UniversalAttack):
         self.target_fooling, self.max_passes = float(target_fooling), int(max_passes)
         self.max_images, self.deepfool_batch = max_images, int(deepfool_batch)
         self.passes_run, self.train_fooling, self.steps_added = 0, float("nan"), 0
-        self.v, self.seen = self.zeros(), 0  # the perturbation and the images used so far in this pass
+        self.v = self.zeros()  # the perturbation
 
     def chunks(self, loader: Iterable[Any]) -> Iterator[torch.Tensor]:
         seen = 0
@@ -138,39 +143,29 @@ class UAP(UniversalAttack):
             self.steps_added += 1
         self.v = v
 
-    def pass_full(self) -> bool:
-        return self.max_images is not None and self.seen >= self.max_images
+    def add_batch(self, x: torch.Tensor) -> None:
+        """One step: the images of ``x``, ``deepfool_batch`` at a time at the same ``v``."""
+        for i in range(0, x.shape[0], self.deepfool_batch):
+            self.add_steps(x[i:i + self.deepfool_batch])
+
+    def end_pass(self, p: int, loader: Iterable[Any]) -> bool:
+        """After pass ``p``: its fooling rate at the current ``v``; True once it reaches ``target_fooling``."""
+        self.passes_run = p + 1
+        self.train_fooling = self.pass_fooling(loader, self.v)
+        self.log({"train/fooling_rate": self.train_fooling, "train/pass": p + 1}, p + 1)
+        return self.train_fooling >= self.target_fooling
 
     def fit(self, loader: Iterable[Any]) -> torch.Tensor:
-        ck = self.checkpointer
-        self.v, self.seen = self.zeros(), 0
+        self.v = self.zeros()
         self.passes_run, self.train_fooling, self.steps_added = 0, float("nan"), 0
-        bar = tqdm(desc=self.name, disable=not self.trainer.progress, unit="img", leave=False)
-        # One checkpoint epoch per pass, one step per loader batch (all its DeepFool chunks).
-        for p, batches in ck.epochs(self, loader, self.max_passes):
-            if self.train_fooling >= self.target_fooling:  # resumed after the target was reached
-                break
-            if ck.batch == 0:
-                self.seen = 0
-            pending = () if self.pass_full() else batches  # resumed after the pass's last image: nothing left
-            for x, _ in iterate_images(pending, self.device):
-                if self.max_images is not None:
-                    x = x[: self.max_images - self.seen]
-                for i in range(0, x.shape[0], self.deepfool_batch):
-                    self.add_steps(x[i:i + self.deepfool_batch])
-                bar.update(x.shape[0])
-                self.seen += x.shape[0]
-                ck.step_done()  # saves every N batches; stops cleanly on SIGTERM/SIGUSR1
-                if self.pass_full():
-                    break
-            self.passes_run = p + 1
-            self.train_fooling = self.pass_fooling(loader, self.v)
-            self.log({"train/fooling_rate": self.train_fooling, "train/pass": p + 1}, p + 1)
-            if self.train_fooling >= self.target_fooling:
-                ck.save()  # the final state: a rerun returns it without another pass
-                break
-        bar.close()
+        # one checkpoint epoch per pass (its first max_images images), one step per loader batch
+        run_steps(self, self.add_batch, Feed(loader, self.device, per_pass=self.max_images), epochs=self.max_passes,
+                  epoch_end=lambda p: self.end_pass(p, loader), pattern=lambda: self.v, unit="batch")
         return self.v.detach()
+
+    def budget_note(self) -> str:
+        return (f"{self.passes_run} pass x {self.max_images or 'all'} img (until {100 * self.target_fooling:.0f}% "
+                "fooling)")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "overshoot": self.overshoot, "num_candidates": self.num_candidates,

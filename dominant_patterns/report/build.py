@@ -11,7 +11,15 @@ import pandas as pd
 from dominant_patterns.records import load_records
 from dominant_patterns.report.figures import make_figures
 from dominant_patterns.report.render import BuiltTable, to_latex, to_markdown, write_html
-from dominant_patterns.report.tables import MISSING, layers_table, pivot, read_paper, table_frame, with_paper_rows
+from dominant_patterns.report.tables import (
+    MISSING,
+    card_reference_rows,
+    layers_table,
+    pivot,
+    read_paper,
+    table_frame,
+    with_paper_rows,
+)
 from dominant_patterns.table_specs import TABLES, TableSpec, task_names
 
 
@@ -23,7 +31,8 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     # at the embedded scale only missing attacks and losses show as empty rows/columns (no paper models/data here)
     ours = pivot(part, spec.rows, spec.cols, spec.values, *spec.orders(scale),
                  fill_missing=None if scale == "full" else ["attack", "loss"])
-    table = with_paper_rows(ours, read_paper(out))
+    paper = read_paper(out)
+    table = with_paper_rows(ours, paper, card_reference_rows(spec.name, paper))
     for old in out.glob(f"{scale}_*.png"):
         old.unlink()
     fig_dir = out / f"{scale}_figures"
@@ -34,7 +43,8 @@ def build_table(df: pd.DataFrame, spec: TableSpec, scale: str, experiments_dir: 
     extra = layers_table(part) if spec.kind == "layers" else None
     md = [f"# {spec.title} ({scale} scale)", "",
           f"Runs: {len(part)} (tasks: {', '.join(task_names(spec, scale))}); `ours` = this repository, "
-          "`paper` = published numbers (reference only); mean ± std over seeds where several exist; "
+          "`paper` = the paper's published numbers, `published` = a newer method's own published numbers (both "
+          "reference only, not measured here); mean ± std over seeds where several exist; "
           f"{MISSING} = no run.", "", to_markdown(table, spec.corner), ""]
     if extra is not None:
         md += ["## Per-layer SSIM (mean ± std)", "", to_markdown(extra, "layer"), ""]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from dominant_patterns.artifacts import pyplot
-from dominant_patterns.display import ATTACK_NAMES, LOSS_NAMES
+from dominant_patterns.attacks.catalog import attack_label
+from dominant_patterns.display import LOSS_NAMES
 from dominant_patterns.report.claim_data import (
     FAILS,
     HOLDS,
@@ -106,7 +107,7 @@ def reversal(df: pd.DataFrame, strongest: Sequence[str], table_path: Path) -> Cl
     for attack, loss in methods:
         part = fits(df, tasks=None, model=model, dataset="photos", attack=attack,
                     **({"loss": loss} if loss else {}))
-        name = f"{ATTACK_NAMES[attack]}" + (f" ({LOSS_NAMES[loss]})" if loss else "")
+        name = attack_label(attack) + (f" ({LOSS_NAMES[loss]})" if loss else "")
         by[name] = part
         if part.empty:
             continue
@@ -114,7 +115,7 @@ def reversal(df: pd.DataFrame, strongest: Sequence[str], table_path: Path) -> Cl
                      "dominance %": pct(part["dominance_ratio"]),
                      "top-1 %": pct(part["top1_ratio"]), "seeds": ", ".join(str(int(s)) for s in sorted(part["seed"])),
                      "classes": classes(part["dominant_class_name"])})
-    dp, cu = by.get(f"{ATTACK_NAMES['dominant']} ({LOSS_NAMES['cos']})"), by.get(ATTACK_NAMES["cosine_uap"])
+    dp, cu = by.get(f"{attack_label('dominant')} ({LOSS_NAMES['cos']})"), by.get(attack_label("cosine_uap"))
     verdict = UNTESTABLE
     if dp is not None and cu is not None and not dp.empty and not cu.empty:
         f_dp, f_cu = stats(dp["fooling_rate"]), stats(cu["fooling_rate"])

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from dominant_patterns.artifacts import pyplot
-from dominant_patterns.display import ATTACK_NAMES, LOSS_NAMES, METRIC_NAMES
+from dominant_patterns.display import LOSS_NAMES
+from dominant_patterns.metric_table import label
 from dominant_patterns.table_specs import TableSpec
 
 #: The chart next to a comparison table (the HTML page puts it beside the table).
@@ -76,7 +77,7 @@ def figure_matrix(part: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
         for (i, j), v in pd.DataFrame(grid.to_numpy()).stack().items():
             ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w", fontsize=7)
-        ax.set_title(METRIC_NAMES[metric])
+        ax.set_title(label(metric))
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     path = out / "matrix.png"
@@ -124,7 +125,8 @@ def bar_groups(spec: TableSpec, part: pd.DataFrame, category: str,
                orders: dict[str, list[object]]) -> list[tuple[str, pd.Series]]:
     """(label, row mask) of each bar group: one per value of ``category``, split by fit set (:data:`SPLIT_KEYS`)
     when the table has that axis too and the records hold several, so that no bar averages two fit sets."""
-    names = {"attack": ATTACK_NAMES, "loss": LOSS_NAMES}.get(category, {})
+    names = ({str(a): str(label) for a, label in zip(part["attack"], part["attack_label"], strict=False)}
+             if category == "attack" and "attack_label" in part.columns else LOSS_NAMES if category == "loss" else {})
     keys = [*spec.rows, *spec.cols]
     split = next((k for k in SPLIT_KEYS if k in keys and k != category and part[k].nunique() > 1), None)
     groups = []
@@ -168,7 +170,7 @@ def figure_bars(spec: TableSpec, part: pd.DataFrame, out: Path, scale: str) -> l
         ax.set_xticks(range(len(groups)), [label for label, _ in groups], rotation=30 if len(groups) > 3
                       else 0, ha="right" if len(groups) > 3 else "center", fontsize=7)
         ax.set_ylim(0, 100)
-        ax.set_ylabel(METRIC_NAMES[metric], fontsize=8)
+        ax.set_ylabel(label(metric), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(models), 4), fontsize=7, frameon=False)

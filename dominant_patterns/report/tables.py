@@ -10,7 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from dominant_patterns.display import ATTACK_NAMES, LOSS_NAMES, METRIC_NAMES, PERCENT
+from dominant_patterns.attacks.card import TABLE_SETTINGS
+from dominant_patterns.attacks.catalog import attack_catalog, attack_label, table_attacks
+from dominant_patterns.display import LOSS_NAMES
+from dominant_patterns.metric_table import label
+from dominant_patterns.metric_table import metric as metric_spec
 from dominant_patterns.records import newest_per_cell, select
 from dominant_patterns.table_specs import TableSpec, task_names
 
@@ -25,13 +29,14 @@ def format_cell(values: pd.Series, metric: str, digits: int = 2) -> str:
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.isna().any():
         return " / ".join(dict.fromkeys(map(str, values)))
-    scale = 100.0 if metric in PERCENT else 1.0
+    kind = metric_spec(metric).kind
+    scale = 100.0 if kind == "percent" else 1.0
     mean = float(numeric.mean()) * scale
-    if metric.startswith("ssim"):
+    if kind == "ssim":
         digits = 3
     elif scale == 1.0 and len(numeric) == 1 and float(numeric.iloc[0]).is_integer():
         return str(int(numeric.iloc[0]))
-    if metric.startswith("cos_loss"):
+    if kind == "loss":
         text = f"{mean:.3e}"
         return text if len(numeric) < 2 else f"{text} ± {float(numeric.std(ddof=1)) * scale:.1e}"
     if len(numeric) < 2:
@@ -39,11 +44,11 @@ def format_cell(values: pd.Series, metric: str, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {float(numeric.std(ddof=1)) * scale:.{digits}f}"
 
 
-def _label(key: str, value: Any) -> str:
+def _label(key: str, value: Any, attack_names: dict[str, str] | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "untargeted" if key == "target_class" else MISSING
     if key == "attack":
-        return ATTACK_NAMES.get(str(value), str(value))
+        return (attack_names or {}).get(str(value)) or attack_label(str(value))
     if key == "loss":
         return LOSS_NAMES.get(str(value), str(value))
     if isinstance(value, float) and value.is_integer():
@@ -66,11 +71,15 @@ def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Se
         if item not in seq:
             seq.append(item)
 
+    # an attack's name as its records' cards give it (a table shows attacks no config of this package names)
+    attack_names = (dict(zip(df["attack"].astype(str), df["attack_label"], strict=False))
+                    if {"attack", "attack_label"} <= set(df.columns) else {})
+
     def row_label(parts: Sequence[tuple[str, Any]], metric: str | None) -> str:
         parts = [(k, v) for k, v in parts if v is not None or k == "target_class"]
-        text = " · ".join(_label(k, v) for k, v in parts) if parts else ""
+        text = " · ".join(_label(k, v, attack_names) for k, v in parts) if parts else ""
         if metric is not None:
-            text = f"{text} · {METRIC_NAMES.get(metric, metric)}" if text else METRIC_NAMES.get(metric, metric)
+            text = f"{text} · {label(metric)}" if text else label(metric)
         return text
 
     def sort_key(key: str, order: dict[str, Sequence[Any]] | None) -> Any:
@@ -114,10 +123,10 @@ def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Se
                 parts = list(zip(row_keys, rkey, strict=False))
                 if cols:
                     rl = row_label(parts, metric if len(values) > 1 else None)
-                    cl = " · ".join(_label(k, v) for k, v in zip(cols, ckey, strict=False))
+                    cl = " · ".join(_label(k, v, attack_names) for k, v in zip(cols, ckey, strict=False))
                 else:
                     rl = row_label(parts, None)
-                    cl = METRIC_NAMES.get(metric, metric)
+                    cl = label(metric)
                 add(row_labels, rl)
                 add(col_labels, cl)
                 groups.setdefault((rl, cl), {})["v"] = format_cell(cell, metric)
@@ -127,18 +136,42 @@ def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], values: Se
     return table
 
 
-def with_paper_rows(ours: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
-    """Stack our table over the published numbers, each row labeled ``ours`` or ``paper``."""
+def with_paper_rows(ours: pd.DataFrame, paper: pd.DataFrame | None,
+                    published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Stack our table over the published numbers: rows labeled ``ours``, ``paper`` (this paper's table) and
+    ``published`` (a method's own paper, from its card, :func:`card_reference_rows`)."""
     ours = ours.copy()
     ours.index = [f"ours: {i}" for i in ours.index]
-    if paper is None or paper.empty:
+    parts = [ours]
+    for kind, ref in (("paper", paper), ("published", published)):
+        if ref is None or ref.empty:
+            continue
+        ref = ref.pivot_table(index="row", columns="column", values="value", aggfunc="first", sort=False)
+        ref = ref.astype(object).where(ref.notna(), MISSING)
+        ref.index = [f"{kind}: {i}" for i in ref.index]
+        parts.append(ref)
+    if len(parts) == 1:
         return ours
-    ref = paper.pivot_table(index="row", columns="column", values="value", aggfunc="first", sort=False)
-    ref = ref.astype(object).where(ref.notna(), MISSING)
-    ref.index = [f"paper: {i}" for i in ref.index]
-    columns = list(ours.columns) + [c for c in ref.columns if c not in ours.columns]
-    combined = pd.concat([ours, ref]).reindex(columns=columns)
+    columns = list(dict.fromkeys(c for part in parts for c in part.columns))
+    combined = pd.concat(parts).reindex(columns=columns)
     return combined.astype(object).where(combined.notna(), MISSING)
+
+
+def card_reference_rows(table: str, paper: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The published fooling rates the cards of ``table``'s methods carry (methods newer than the paper), as
+    ``row, column, value`` (the row names the source); methods the paper's own table lists are left to it."""
+    if table not in TABLE_SETTINGS:
+        return None
+    listed = set(paper["row"]) if paper is not None and not paper.empty else set()
+    rows = []
+    for name in table_attacks(table):
+        info = attack_catalog()[name]
+        card = info["card"]
+        if card["published_fooling"] and info["display_name"] not in listed:
+            label = f"{info['display_name']} ({card['published_source']})"
+            rows += [{"row": label, "column": model, "value": f"{value:.2f}"}
+                     for model, value in card["published_fooling"].items()]
+    return pd.DataFrame(rows) if rows else None
 
 
 def read_paper(table_dir: Path) -> pd.DataFrame | None:
@@ -154,7 +187,10 @@ def table_frame(df: pd.DataFrame, spec: TableSpec, scale: str) -> pd.DataFrame:
     if df.empty or "task_name" not in df.columns:
         return df
     part = df[df["task_name"].isin(task_names(spec, scale)) & (df["kind"].fillna("run") == spec.kind)]
-    return select(newest_per_cell(part), spec.filters.get(scale, {}))
+    part = select(newest_per_cell(part), spec.filters.get(scale, {}))
+    if spec.name in TABLE_SETTINGS and "data_setting" in part.columns:  # a method's table, from its card
+        part = part[part["data_setting"].isin(TABLE_SETTINGS[spec.name])]
+    return part
 
 
 def layers_table(part: pd.DataFrame) -> pd.DataFrame | None:

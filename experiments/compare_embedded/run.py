@@ -19,14 +19,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dominant_patterns.display import LOSS_NAMES, attack_label
-from dominant_patterns.records import read_records
+from omegaconf import OmegaConf
+
+from dominant_patterns.attacks.card import display_name, row_rank
+from dominant_patterns.attacks.catalog import attack_catalog
+from dominant_patterns.conf import CONFIG_DIR
+from dominant_patterns.display import LOSS_NAMES
+from dominant_patterns.records import attack_info, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-# Most important first: a sweep cut short still yields a usable table (--collect).
-METHODS = ("dominant", "sgd_uap", "tuap", "cosine_uap", "gd_uap_data", "fff", "gd_uap_none", "gd_uap_range", "uap",
-           "pd_ua", "ft_uap", "sga", "gap", "nag", "aaa")
+METHOD_DIR = CONFIG_DIR / "method"
+
+
+def method_attack(name: str) -> str:
+    """The attack a ``conf/method/<name>.yaml`` runs (its ``override /attack`` default)."""
+    defaults = OmegaConf.load(METHOD_DIR / f"{name}.yaml").get("defaults") or []
+    return next(str(d["override /attack"]) for d in defaults if "override /attack" in d)
+
+
+def methods() -> list[str]:
+    """Every method config, ours first, then in table order (each attack's card: data setting, year).
+    A sweep cut short still yields a usable table (--collect)."""
+    catalog = attack_catalog()
+    order = {name: i for i, name in enumerate(catalog)}
+    names = [p.stem for p in sorted(METHOD_DIR.glob("*.yaml"))]
+    return sorted(names, key=lambda m: (not catalog[method_attack(m)]["card"]["ours"], order[method_attack(m)], m))
+
+
+METHODS = tuple(methods())
 # CPU scale shared by every job: 640 fit / 256 eval crops (the embedded default has 1,280 / 512) and
 # 2 epochs for the epoch-based methods; per-method iteration caps are in conf/method/*.yaml.
 SCALE = ("dataset.num_fit=640", "dataset.num_eval=256", "trainer.epochs=2")
@@ -42,36 +63,16 @@ def pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
-def budget(info: dict[str, Any], record: dict[str, Any]) -> str:
-    """What was run, against what the method publishes."""
-    if info["name"] == "aaa":
-        return (f"{info['impressions']} impressions x <={info['ci_steps']} steps ({info['ci_steps_run']} run), then "
-                f"{info.get('steps_run') or info['run_iterations']} it (cap {info['run_iterations']} of "
-                f"{info['iterations']})")
-    if info["name"] == "sga":
-        return (f"{info['updates']} updates x {info['batch_size']} img, K={info['inner_iterations']} "
-                f"(published 20 epochs x 10k img, batch 250)")
-    if "run_iterations" in info:
-        done = info.get("steps_run") or info["run_iterations"]
-        return f"{done} it (cap {info['run_iterations']} of {info['iterations']})"
-    if info["name"] == "uap":
-        return f"{info['passes_run']} pass x {info['max_images'] or 'all'} img (until 80% fooling)"
-    epochs = record.get("config", {}).get("trainer", {}).get("epochs")
-    return f"{epochs} epochs" if epochs else "-"
-
-
 def load_records(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The sweep's finished records (``records.read_records``), each with its job's composed config."""
+    """The sweep's finished records (``records.read_records``) in table order, each with its method's name."""
     records = []
     for path, record in read_records(sweep_dir):
-        cfg = path.parent / ".hydra" / "config.yaml"
-        if cfg.is_file():
-            from omegaconf import OmegaConf
-
-            record["config"] = OmegaConf.to_container(OmegaConf.load(cfg), resolve=False)
+        overrides = path.parent / ".hydra" / "overrides.yaml"
+        if overrides.is_file():
+            names = [o.split("=", 1)[1] for o in OmegaConf.load(overrides) if str(o).startswith("+method=")]
+            record["method"] = names[0] if names else None
         records.append(record)
-    order = {m: i for i, m in enumerate(METHODS)}
-    records.sort(key=lambda r: order.get(method_key(r), 99))
+    records.sort(key=lambda r: row_rank(attack_info(r)))
     return records
 
 
@@ -82,84 +83,59 @@ def sweep_wall_seconds(sweep_dir: Path, records: list[dict[str, Any]]) -> float 
     return max(ends) - start.stat().st_mtime if start.is_file() and ends else None
 
 
-def method_key(record: dict[str, Any]) -> str:
-    info = record["attack_info"]
-    return f"gd_uap_{info['prior']}" if info["name"] == "gd_uap" else info["name"]
-
-
 def with_std(m: dict[str, Any], key: str, stats: dict[str, Any] | None) -> str:
     """``mean`` or, for a generator's sampled patterns, ``mean +- std``."""
     std = (stats or {}).get("std", {}).get(key)
     return pct(m[key]) if std is None else f"{pct(m[key])} ± {pct(std)}"
 
 
-def data_used(info: dict[str, Any]) -> str:
-    if info["name"] == "aaa":
-        return "none (class impressions; val. only)"
-    if info["name"] in ("gap", "nag"):
-        return f"fit crops ({info.get('val_images', '?')} held out for val.)"
-    return "none (val. only)" if info.get("data_free") else "fit crops"
+def passes(info: dict[str, Any]) -> str:
+    """The classifier image passes with an input gradient the fit spent, and their share of the published ones."""
+    spent, published = info.get("passes"), (info.get("card") or {}).get("published_passes")
+    if spent is None:
+        return "-"
+    share = f" ({100 * spent / published:.2g}% of {published:,})" if published else ""
+    return f"{spent:,}{share}"
 
 
-#: Published budgets in images through the model with a gradient, and what counts as one here.
-PUBLISHED_IMAGES = {"gap": 500 * 30, "nag": 18750 * 32, "sga": 20 * 10000 * 4}
+def budget_share(info: dict[str, Any]) -> str:
+    """One sentence: what the fit spent against what the method publishes (from its card)."""
+    card = info.get("card") or {}
+    return (f"{display_name(info)}: {info.get('passes', 0):,} image passes with a gradient "
+            f"({info.get('budget_note')}); published: {card.get('published_budget') or 'not published'}.")
 
 
-def budget_share(info: dict[str, Any]) -> str | None:
-    """One sentence: the images (with a gradient) a generator or SGA run used, against the published budget."""
-    name = info["name"]
-    if name in ("gap", "nag"):
-        used = (info.get("steps_run") or info["run_iterations"]) * info["batch_size"]
-        share = used / PUBLISHED_IMAGES[name]
-        return (f"{attack_label(info)}: {used:,} image-gradients ({info.get('steps_run')} iterations of "
-                f"{info['batch_size']}), {100 * share:.2g}% of the published {PUBLISHED_IMAGES[name]:,}; "
-                f"generator width {info['ngf']} (published 64).")
-    if name == "sga":
-        used = info["inner_steps"] * info["minibatch"]
-        return (f"SGA: {used:,} inner image-gradients ({info['updates']} outer updates of {info['batch_size']} "
-                f"images, {info['inner_steps']} inner steps of {info['minibatch']}), "
-                f"{100 * used / PUBLISHED_IMAGES['sga']:.2g}% of the published {PUBLISHED_IMAGES['sga']:,}.")
-    if name == "aaa":
-        cached = "; read from the cache" if info.get("impressions_from_cache") else ""
-        return (f"AAA: {info['impressions']} class impressions ({info['num_classes']} classes x {info['per_class']}) "
-                f"of the published {info['published_impressions']:,}, synthesised in {info['ci_steps_run']} steps of "
-                f"batches of up to {info.get('ci_batch', 32)} (at most {info['ci_steps']} steps per impression; "
-                f"published up to 1,500{cached}), then {info.get('steps_run')} generator iterations of "
-                f"{min(info['batch_size'], info['impressions'])} impressions (the released code has no limit; our "
-                f"full-scale default is {info['iterations']:,}); generator width {info['ngf']} (published 64).")
-    return None
-
-
-def row(name: str, m: dict[str, Any], budget_text: str, data: str, seconds: float | None,
+def row(name: str, m: dict[str, Any], spent: str, budget_text: str, data: str, seconds: float | None,
         stats: dict[str, Any] | None = None) -> str:
     sec = "-" if seconds is None else f"{seconds:.0f}"
     return (f"| {name} | {data} | {with_std(m, 'fooling_rate', stats)} | {with_std(m, 'dominance_ratio', stats)} | "
             f"{pct(m['top1_ratio'])} / {pct(m['top3_ratio'])} / {pct(m['top5_ratio'])} | "
-            f"{m['dominant_class_name']} | {budget_text} | {sec} |")
+            f"{m['dominant_class_name']} | {spent} | {budget_text} | {sec} |")
 
 
 def table(records: list[dict[str, Any]]) -> str:
+    """One row per record, named and described by its attack's own ``attack_info`` (card, notes, passes)."""
     lines = ["| Method | Data used | Fooling rate % | Dominance ratio % | Top-1 / 3 / 5 ratio % | Pattern's class "
-             "| Iterations run (embedded cap) | Fit seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| Image passes (share of published) | What ran (embedded cap) | Fit seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        info = r["attack_info"]
-        lines.append(row(attack_label(info), r["metrics"], budget(info, r), data_used(info), r["timing"]["fit_seconds"],
-                         r.get("sample_stats")))
+        info = attack_info(r)
+        lines.append(row(display_name(info), r["metrics"], passes(info), info.get("budget_note", "-"),
+                         info.get("data_note", "-"), r["timing"]["fit_seconds"], r.get("sample_stats")))
     floors = records[0]["floors"]
     for key, name in (("random_noise", "Random noise floor U[-xi, xi]"), ("random_sign", "Random sign floor +-xi")):
-        lines.append(row(name, floors[key], "-", "-", None))
+        lines.append(row(name, floors[key], "-", "-", "-", None))
     return "\n".join(lines)
 
 
 def write_readme(records: list[dict[str, Any]], sweep_dir: Path, wall: float | None, note: str = "") -> Path:
     """``note``: how the machine was shared during the sweep (its load), printed with the timing remark."""
     first = records[0]
-    ours = next((r for r in records if method_key(r) == "dominant"), None)
+    ours = next((r for r in records if attack_info(r).get("card", {}).get("ours")), None)
     loss = ""
     if ours and ours.get("loss"):
         loss = f" with {LOSS_NAMES.get(ours['loss'], ours['loss'])} (the model's default loss)"
-    shares = "\n".join(f"- {s}" for s in (budget_share(r["attack_info"]) for r in records) if s)
+    shares = "\n".join(f"- {budget_share(attack_info(r))}" for r in records)
     out = HERE / "README.md"
     rel = os.path.relpath(sweep_dir, ROOT)
     text = f"""# Embedded comparison: the dominant pattern vs the re-implemented UAP baselines
@@ -186,33 +162,26 @@ and then this table from `{rel}/*/metrics.json`{f' ({wall / 60:.0f} min wall tim
 {table(records)}
 
 `*` = implemented from the paper's description (no public code); its hyper-parameters are our choices.
-"Iterations run (embedded cap)": the CPU caps of `conf/method/*.yaml` against the published
-counts; epoch-based methods (dominant, SGD-UAP, Cosine-UAP, FT-UAP) run the epochs of `SCALE`,
-and TUAP gets the same number of 32-image batches. Data-free methods see no fit image in their
-objective; they use fit crops only for their published validation-based stopping/selection.
-Fit seconds are wall time on a 2-core CPU shared with other jobs, so they are indicative only.
+"Image passes": images through the classifier with an input gradient (the pattern row counts; forward-only
+validation passes are counted apart, `attack_info.forward_passes`), against the published budget in the same
+unit where the method's card knows it. "What ran": each method's own unit and the CPU cap of
+`conf/method/*.yaml`; epoch-based methods run the epochs of `SCALE`. Data-free methods see no fit image in their
+objective; they use fit crops only for their published validation-based stopping/selection. Generators (GAP,
+NAG, AAA) train a network instead of a pattern: NAG and AAA rows are the mean ± std over their sampled
+perturbations (`sample_stats` in `metrics.json`), GAP's fixed input yields one pattern. Every row, its name,
+data column and budget come from the attack's own description (`attack_info` of its record: its card, notes
+and pass count), so a new attack shows up here without editing this script. Fit seconds are wall time on a
+2-core CPU shared with other jobs, so they are indicative only.
 
-Rows at or below the random-sign floor (UAP, GD-UAP with few iterations) ran a small fraction of
-their published budget (see the iterations column): with the published Adam lr of 0.1 on the
-0-255 scale, 25-200 steps barely move delta away from its U[-xi, xi] start, and UAP saw 16 images.
-They say little about the published methods.
+What each method spent, against its published budget:
 
-Generators and SGA. GAP, NAG and AAA train a generator network instead of a pattern; NAG and AAA
-rows are the mean ± std over their 10 sampled perturbations (`sample_stats` in `metrics.json`; the
-pattern's class and the top-k shares are those of the first sample, `pattern.pt`), GAP's fixed
-input yields one pattern. GAP, NAG and SGA use the fit crops with their clean predictions as
-targets (GAP: the least-likely class); GAP and NAG validate on fit crops held out of their
-training (the "Data used" column), AAA sees no fit image in its objective (it trains on class
-impressions synthesised from the model) and uses fit crops for validation only. All four ran a
-small share of their published budget:
-
-{shares or "- (none of them in this sweep)"}
+{shares}
 
 Reading: these are capped CPU runs on one small network and a photo proxy set, not the paper's
 ImageNet protocol; the published numbers (mostly other networks, full budgets) are in the
 shared `docs/baselines.md` notes and are not comparable cell by cell. Timing: {note or "machine load not recorded"}.
 """
-    missing = [m for m in METHODS if m not in {method_key(r) for r in records}]
+    missing = [m for m in METHODS if m not in {r.get("method") for r in records}]
     if missing:
         text += (f"\nNot in this table (the sweep was stopped before these jobs finished): {', '.join(missing)}. "
                  "Re-run `make compare-embedded` for the full sweep.\n")
