@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from dominant_patterns.analysis.metrics import evaluate_patterns, noise_floors
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns, noise_floors
-from dominant_patterns.models import ClassifierWrapper, ModelInfo
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.models.classifier import ClassifierWrapper, ModelInfo
 
 
 def wrap_classifier(net: nn.Module, *, input_size: int, mean: Sequence[float], std: Sequence[float],

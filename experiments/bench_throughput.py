@@ -49,13 +49,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from dominant_patterns.analysis.metrics import evaluate_patterns
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.cache import DeviceLoader, cache_dataset
-from dominant_patterns.checkpoint import Checkpointer
-from dominant_patterns.data import TensorImageDataset, build_dataset, skip_none_collate
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns
-from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.core.checkpoint import Checkpointer
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.data.datasets import TensorImageDataset, build_dataset, skip_none_collate
+from dominant_patterns.data.image_cache import cache_dataset
+from dominant_patterns.data.loaders import DeviceLoader
+from dominant_patterns.models.classifier import ClassifierWrapper, build_model
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "bench"))

@@ -29,11 +29,11 @@ import bench_throughput as bt  # experiments/ is on sys.path when this file runs
 import k_patterns  # experiments/bench/, put on sys.path by bench_throughput
 import torch
 
-from dominant_patterns.cache import DeviceLoader
-from dominant_patterns.data import TensorImageDataset
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns
-from dominant_patterns.models import build_model
+from dominant_patterns.analysis.metrics import evaluate_patterns
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.data.datasets import TensorImageDataset
+from dominant_patterns.data.loaders import DeviceLoader
+from dominant_patterns.models.classifier import build_model
 
 REPO = bt.ROOT.parent
 MODELS = ("vgg19", "resnet50", "efficientnet_lite0")
@@ -76,7 +76,7 @@ def eval_10k(device: torch.device, n: int, batch: int, input_size: int | None = 
 
 
 def k_patterns_check(device: torch.device, k: int, num_fit: int, rounds: int, batch: int) -> dict[str, Any]:
-    """K patterns in one pass (``MultiSeedDominant.fit_many``) against K ``DominantPattern.fit``, Lite0 folded."""
+    """K patterns in one pass (``DominantPattern.fit_many``) against K ``DominantPattern.fit``, Lite0 folded."""
     model = build_model("efficientnet_lite0").to(device).to(memory_format=torch.channels_last)
     folded = model.fold_batchnorm()
     seeds = list(range(k))
@@ -175,7 +175,7 @@ def render(info: dict[str, Any], rows: list[bt.Row], ev: dict[str, float] | None
         lines += ["", f"## K = {kp['k']} patterns in one pass (EfficientNet-Lite0, BN folded, {kp['num_fit']} crops "
                   f"x 1 epoch each, batch {kp['batch']})", "",
                   f"{kp['k']} sequential DominantPattern.fit: {kp['separate_s']:.2f} s; one "
-                  f"MultiSeedDominant.fit_many: {kp['joint_s']:.2f} s; speed-up {kp['speedup']:.2f}x; max |joint - "
+                  f"DominantPattern.fit_many: {kp['joint_s']:.2f} s; speed-up {kp['speedup']:.2f}x; max |joint - "
                   f"separate| {kp['max_abs_diff']:.2e}; peak memory {peak}"]
     if demos:
         ref = json.loads(CPU_REFERENCE.read_text()) if CPU_REFERENCE.is_file() else {}

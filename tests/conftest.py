@@ -12,8 +12,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import make_loader
+from dominant_patterns.models.classifier import ClassifierWrapper, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -109,10 +110,10 @@ def wandb_summary(path: Path) -> dict[str, object]:
 
 
 class LoopHost:
-    """The smallest :class:`~dominant_patterns.loops.LoopOwner`: settings, a projection, no state of its own."""
+    """The smallest :class:`~dominant_patterns.core.loops.LoopOwner`: settings, a projection, no state of its own."""
 
     def __init__(self, settings, project, checkpointer=None, name: str = "fit") -> None:  # noqa: ANN001
-        from dominant_patterns.checkpoint import Checkpointer
+        from dominant_patterns.core.checkpoint import Checkpointer
 
         self.trainer, self.project, self.name, self.on_log = settings, project, name, None
         self.checkpointer = checkpointer or Checkpointer()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import CONF, FAST, compose_config, read_wandb_offline, run_app, wandb_summary
 
-from dominant_patterns.pattern_files import load_pattern
+from dominant_patterns.core.pattern_files import load_pattern
 
 OUTPUT_FILES = ("pattern.pt", "pattern.png", "examples.png", "metrics.json", "metrics.jsonl", "summary.md",
                 "config_resolved.yaml", ".hydra/config.yaml", "split_fit.json", "split_eval.json", "run.log")

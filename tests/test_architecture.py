@@ -1,6 +1,8 @@
-"""The package's import structure: no cycle, no entry point importing another, layers only import downward.
+"""The package's import structure, read from its folders: no cycle, each layer imports only layers below it, no
+entry point imports another, no long module.
 
-Reads the imports of every module (module level and inside functions) with ``ast``; runs nothing.
+The layers are the sub-packages, bottom up (:data:`LAYERS`); a module's layer is its folder's. Reads the imports of
+every module (module level and inside functions) with ``ast``; runs nothing.
 """
 
 from __future__ import annotations
@@ -9,12 +11,11 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dominant_patterns"
-APPS = {"dominant_patterns.run", "dominant_patterns.evaluate", "dominant_patterns.layers",
-        "dominant_patterns.transfer", "dominant_patterns.report", "dominant_patterns.dashboard"}
-#: Infrastructure: what the apps share (records, jobs, config checks, tracking, display, sweep status).
-INFRASTRUCTURE = {"dominant_patterns.records", "dominant_patterns.jobs", "dominant_patterns.config_checks",
-                  "dominant_patterns.tracking", "dominant_patterns.display", "dominant_patterns.sweep_status",
-                  "dominant_patterns.multi_fit", "dominant_patterns.table_specs"}
+#: The sub-packages from the bottom up: a module may import its own layer and those before it.
+LAYERS = ("conf", "core", "models", "data", "analysis", "attacks", "runs", "reporting", "apps")
+#: Modules directly in the package: the public API sits on the library (below runs); the package itself, its
+#: ``__main__`` and the thin ``python -m`` modules sit on top.
+TOP = {"dominant_patterns.api": "attacks"}
 MAX_LINES = 400
 
 
@@ -25,6 +26,13 @@ def module_name(path: Path) -> str:
 
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def layer(module: str) -> int:
+    """The rank of a module's layer (the top for the package's own entry modules)."""
+    parts = module.split(".")
+    folder = TOP.get(module) or (parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else None)
+    return LAYERS.index(folder) if folder in LAYERS else len(LAYERS)
 
 
 def imports(path: Path, name: str, known: set[str]) -> set[str]:
@@ -55,11 +63,19 @@ def graph() -> dict[str, set[str]]:
     return {name: imports(path, name, known) for name, path in mods.items()}
 
 
-def app_of(module: str) -> str | None:
-    """The entry point a module belongs to (``python -m dominant_patterns`` is the fitting app)."""
-    if module == "dominant_patterns.__main__":
-        return "dominant_patterns.run"
-    return next((a for a in APPS if module == a or module.startswith(a + ".")), None)
+def entry_point(module: str) -> str | None:
+    """The app a module belongs to: each module of ``apps/`` is one (``python -m`` modules run them by name)."""
+    parts = module.split(".")
+    return ".".join(parts[:3]) if len(parts) >= 3 and parts[1] == "apps" else None
+
+
+def test_every_module_sits_in_a_layer_folder() -> None:
+    loose = sorted(m for m in modules() if m.count(".") == 1 and m.split(".")[1] not in LAYERS and m not in TOP)
+    assert loose == ["dominant_patterns.__main__", "dominant_patterns.dashboard", "dominant_patterns.evaluate",
+                     "dominant_patterns.layers", "dominant_patterns.report", "dominant_patterns.run",
+                     "dominant_patterns.transfer"], loose
+    for name in loose:  # thin python -m modules: they run their app by name and import nothing of the package
+        assert not graph()[name], f"{name} should only run its app, it imports {graph()[name]}"
 
 
 def test_no_import_cycle() -> None:
@@ -82,39 +98,26 @@ def test_no_import_cycle() -> None:
             visit(v)
 
 
+def test_layers_import_only_downward() -> None:
+    upward = sorted(f"{m} -> {d}" for m, deps in graph().items() for d in deps
+                    if layer(d) > layer(m) and d != "dominant_patterns.__init__")
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+
+
 def test_no_entry_point_imports_another() -> None:
     for module, deps in graph().items():
         for dep in deps:
-            own, other = app_of(module), app_of(dep)
+            own, other = entry_point(module), entry_point(dep)
             assert other is None or other == own, f"{module} (an entry point) imports {dep} (another entry point)"
 
 
-def test_library_core_imports_no_app_and_no_infrastructure() -> None:
-    """Layers: library core -> infrastructure -> apps; each imports only downward (the API is core)."""
-    for module, deps in graph().items():
-        if app_of(module) or module in INFRASTRUCTURE:
-            continue
-        upward = sorted(d for d in deps if app_of(d) or d in INFRASTRUCTURE)
-        assert not upward, f"library module {module} imports {upward}"
-
-
-def test_infrastructure_imports_no_app() -> None:
-    for module in INFRASTRUCTURE:
-        apps = sorted(d for d in graph()[module] if app_of(d))
-        assert not apps, f"{module} imports the entry points {apps}"
-
-
 def test_no_long_module() -> None:
-    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES + 20}
-    assert not long, f"modules over about {MAX_LINES} lines: {long}"
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
 def test_dashboard_and_report_share_the_table_specs() -> None:
-    """The paper tables are specified once (infrastructure), read by both the report and the dashboard."""
+    """The paper tables are specified once, read by both the report and the dashboard."""
     g = graph()
-    assert "dominant_patterns.table_specs" in g["dominant_patterns.dashboard"]
-    assert "dominant_patterns.table_specs" in g["dominant_patterns.report.build"]
-
-
-def test_report_is_a_package_with_a_main() -> None:
-    assert (PACKAGE / "report" / "__init__.py").is_file() and (PACKAGE / "report" / "__main__.py").is_file()
+    assert "dominant_patterns.reporting.table_specs" in g["dominant_patterns.apps.dashboard"]
+    assert "dominant_patterns.reporting.table_specs" in g["dominant_patterns.reporting.build"]

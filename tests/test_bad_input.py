@@ -1,6 +1,6 @@
 """Bad input never ends in a bare traceback: random bad overrides fed to the app (hypothesis).
 
-Most examples run the real Hydra app in-process (``dominant_patterns.run.main`` with ``sys.argv``
+Most examples run the real Hydra app in-process (``dominant_patterns.apps.fit.main`` with ``sys.argv``
 set), which is fast; a fixed handful also runs as a subprocess, as a user would.
 """
 
@@ -20,9 +20,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dominant_patterns.config_checks import validate_config
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.run import main
+from dominant_patterns.apps.fit import main
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.runs.config_checks import validate_config
 
 BASE = [*FAST, "dataset.num_fit=16", "dataset.num_eval=8", "trainer.epochs=1"]
 GROUPS = ("model", "dataset", "loss", "attack", "logger", "trainer")
@@ -148,7 +148,7 @@ def test_bad_task_name_is_refused_before_any_dir_is_made(tmp_path: Path) -> None
 def test_early_checks_callback_exits_on_a_bad_task_name(task: str) -> None:
     from omegaconf import OmegaConf
 
-    from dominant_patterns.config_checks import EarlyChecks
+    from dominant_patterns.runs.hydra_hooks import EarlyChecks
 
     with pytest.raises(SystemExit) as exc:
         EarlyChecks().on_multirun_start(OmegaConf.create({"task_name": task}))

@@ -23,12 +23,13 @@ import yaml
 from conftest import CONF
 
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.attacks.multi_seed import MultiSeedDominant
-from dominant_patterns.checkpoint import CHECKPOINT, Checkpointer, Interrupted, read_checkpoint
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.models import build_model
-from dominant_patterns.pattern_files import load_pattern
+from dominant_patterns.core.checkpoint import CHECKPOINT, Checkpointer, Interrupted
+from dominant_patterns.core.checkpoint_file import read_checkpoint
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.core.pattern_files import load_pattern
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import make_loader
+from dominant_patterns.models.classifier import build_model
 
 XI = 10 / 255
 EVERY = 3
@@ -112,14 +113,13 @@ def fitter(case: str, ck: Checkpointer | None = None) -> tuple[Callable[[], torc
     logs: Logs = []
     config, overrides, _ = CASES[case]
     params = {**config_values(config), **overrides}
-    cls = MultiSeedDominant if case == "multi_seed" else attack_class(config)
-    attack: UniversalAttack = cls(build_model("tiny"), XI, seed=0, **params,
+    attack: UniversalAttack = attack_class(config)(build_model("tiny"), XI, seed=0, **params,
                                   on_log=lambda metrics, step: logs.append((step, dict(metrics))),
                                   trainer=TrainerSettings(epochs=2, batch_size=8, progress=False, log_every=1,
                                                           channels_last=False))
     if ck is not None:
         attack.checkpointer = ck
-    if isinstance(attack, MultiSeedDominant):
+    if case == "multi_seed":  # K = 2 patterns in one pass
         loaders = [loader(0), loader(1)]
         return (lambda: attack.fit_many(loaders)), logs
     fit_loader = loader()

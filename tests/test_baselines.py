@@ -13,9 +13,9 @@ import yaml
 from conftest import CONF, compose_config, run_app
 
 import dominant_patterns.attacks as attacks
+from dominant_patterns.analysis.metrics import evaluate_patterns, noise_floors
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns, noise_floors
+from dominant_patterns.core.loops import TrainerSettings
 
 XI = 10 / 255
 ATTACKS = [getattr(attacks, n) for n in attacks.__all__

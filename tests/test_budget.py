@@ -20,18 +20,12 @@ from conftest import CONF, LoopHost
 from test_baseline_resume import CASES, EVERY, XI, Kill, attack_class, config_values, loader
 
 from dominant_patterns.attacks.base import UniversalAttack
-from dominant_patterns.attacks.multi_seed import MultiSeedDominant
-from dominant_patterns.checkpoint import (
-    CHECKPOINT,
-    Checkpointer,
-    Interrupted,
-    flat_config,
-    read_checkpoint,
-    write_checkpoint,
-)
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import Curve, Feed, TrainerSettings, run_steps
-from dominant_patterns.models import build_model
+from dominant_patterns.core.checkpoint import CHECKPOINT, Checkpointer, Interrupted
+from dominant_patterns.core.checkpoint_file import read_checkpoint, write_checkpoint
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import Curve, Feed, TrainerSettings, run_steps
+from dominant_patterns.models.classifier import build_model
+from dominant_patterns.runs.identity import flat_config
 
 BUDGET = 60
 #: No validation-based early stop within the budget (it would end a fit before its budget, as it should), and
@@ -47,16 +41,21 @@ def build(case: str, *, budget: int | None = None, ck: Checkpointer | None = Non
     params = {**config_values(config), **overrides}
     if quiet:
         params.update({k: v for k, v in QUIET.items() if k in params})
-    cls = MultiSeedDominant if case == "multi_seed" else attack_class(config)
-    attack = cls(build_model("tiny"), XI, seed=0, **{**params, **extra},
+    attack = attack_class(config)(build_model("tiny"), XI, seed=0, **{**params, **extra},
                  trainer=TrainerSettings(epochs=2, batch_size=8, progress=False, channels_last=False, budget=budget))
     if ck is not None:
         attack.checkpointer = ck
+    if case == "multi_seed":
+        JOINT.add(id(attack))
     return attack
 
 
+#: Attacks built for the K = 2 case (fitted with ``fit_many`` over two loaders).
+JOINT: set[int] = set()
+
+
 def fit(attack: UniversalAttack) -> torch.Tensor:
-    if isinstance(attack, MultiSeedDominant):
+    if id(attack) in JOINT:
         return attack.fit_many([loader(0), loader(1)])
     return attack.fit(loader())
 

@@ -13,16 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dominant_patterns import cache as cache_mod
-from dominant_patterns.cache import (
-    CachedImageDataset,
-    DeviceLoader,
-    build_image_cache,
-    cache_dataset,
-    cached_clean_predictions,
-    random_crop_flip,
-)
-from dominant_patterns.data import build_dataset, make_loader
+from dominant_patterns.analysis.clean_predictions import cached_clean_predictions
+from dominant_patterns.data import image_cache as cache_mod
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.image_cache import CachedImageDataset, build_image_cache, cache_dataset
+from dominant_patterns.data.loaders import DeviceLoader, make_loader, random_crop_flip
 from tests.conftest import run_app
 
 

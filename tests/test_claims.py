@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dominant_patterns.report.claim_data import FAILS, HOLDS, MIXED, MODELS, UNTESTABLE
-from dominant_patterns.report.scorecard import build_claims
+from dominant_patterns.reporting.claim_data import FAILS, HOLDS, MIXED, MODELS, UNTESTABLE
+from dominant_patterns.reporting.scorecard import build_claims
 
 _ids = count()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import app_env
 
-from dominant_patterns.dashboard import build_report, build_workspace, dashboard_spec, main
-from dominant_patterns.records import IDENTITY_FIELDS
-from dominant_patterns.table_specs import TABLES, task_names
+from dominant_patterns.apps.dashboard import build_report, build_workspace, dashboard_spec, main
+from dominant_patterns.reporting.table_specs import TABLES, task_names
+from dominant_patterns.runs.identity import IDENTITY_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +76,11 @@ def test_media_panels_use_the_logged_image_keys(dry_run: dict) -> None:
     media = {s["table"]: p["media_keys"] for s in dry_run["sections"] for p in _panels(s, "MediaBrowser")}
     assert media == {"table2_patterns": ["pattern"], "fig5_examples": ["examples"], "fig3_layers": ["fig3"],
                      "fig4_layers": ["fig4"]}
-    # the keys are the ones the apps log (run.py: pattern, examples; layers.py: fig3, fig4)
-    root = Path(__file__).resolve().parent.parent / "dominant_patterns"
-    assert '"pattern": out_dir' in (root / "run.py").read_text() and '"examples"' in (root / "run.py").read_text()
-    assert '"fig3": out_dir' in (root / "layers.py").read_text()
+    # the keys are the ones the apps log (fit: pattern, examples; figure_layers: fig3, fig4)
+    apps = Path(__file__).resolve().parent.parent / "dominant_patterns" / "apps"
+    fit = (apps / "fit.py").read_text()
+    assert '{"pattern": out_dir / "pattern.png", "examples": out_dir / "examples.png"}' in fit
+    assert '"fig3": out_dir' in (apps / "figure_layers.py").read_text()
 
 
 def test_training_curves_and_runs_table(dry_run: dict) -> None:

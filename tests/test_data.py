@@ -4,16 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dominant_patterns.data import (
-    DATASETS,
-    EVAL_PHOTOS,
-    FIT_PHOTOS,
-    build_dataset,
-    make_loader,
-    seeded_split,
-    to_float_batch,
-)
-from dominant_patterns.errors import DataError, UserInputError
+from dominant_patterns.core.batches import to_float_batch
+from dominant_patterns.core.errors import DataError, UserInputError
+from dominant_patterns.data.datasets import DATASETS, EVAL_PHOTOS, FIT_PHOTOS, build_dataset, seeded_split
+from dominant_patterns.data.loaders import make_loader
 
 
 def write_images(root, n, size=(40, 30), sub=""):

@@ -6,12 +6,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dominant_patterns import evaluate_pattern, find_dominant_pattern, wrap_classifier
+from dominant_patterns.analysis.metrics import evaluate_patterns, noise_floors
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.errors import ConfigError, UserInputError
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns, noise_floors
-from dominant_patterns.models import TinyNet
+from dominant_patterns.core.errors import ConfigError, UserInputError
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.models.classifier import TinyNet
 
 XI = 10 / 255
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import CONF, read_wandb_offline, run_app
 from hydra import compose, initialize_config_dir
 
-from dominant_patterns.config_checks import APPS, experiment_app
+from dominant_patterns.runs.app_index import APPS, experiment_app
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["model=tiny", "dataset=synthetic", "logger=none", "trainer.epochs=1", "trainer.progress=false",
@@ -36,9 +36,9 @@ def tiny_overrides(experiment: str) -> list[str]:
         target = ["attack.target_class=3"] if "targeted" in experiment else []
         return [*TINY, "dataset@eval_dataset=synthetic", *target]
     extra = [f"source.task={SOURCE}", "source.model=tiny", "source.dataset=synthetic", "source.seed=0"]
-    if module == "dominant_patterns.transfer":
+    if module == "dominant_patterns.apps.head_transfer":
         extra += ["fit_images=64", "eval_images=32", "head.epochs=2"]
-    if module == "dominant_patterns.layers":
+    if module == "dominant_patterns.apps.figure_layers":
         extra += ["num_images=8"]
     return [*TINY, *extra]
 

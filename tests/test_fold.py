@@ -1,4 +1,4 @@
-"""BatchNorm folding (dominant_patterns.fold): same logits and input gradients, counts, refusals, app wiring.
+"""BatchNorm folding (dominant_patterns.models.fold): same logits and input gradients, counts, refusals, app wiring.
 
 Tolerances: logits within 1e-5 x their largest magnitude (float32 rounding of W * s and of the bias;
 BN statistics, scale and shift are randomised so the fold is not an identity).
@@ -16,9 +16,9 @@ from torch import nn
 
 from dominant_patterns.attacks.dominant import DominantPattern
 from dominant_patterns.attacks.fff import FFF
-from dominant_patterns.fold import conv_bn_pairs, fold_batchnorm, fold_for_attack
-from dominant_patterns.hooks import capture_activations, layer_names
-from dominant_patterns.models import ClassifierWrapper, ModelInfo, build_model
+from dominant_patterns.models.classifier import ClassifierWrapper, ModelInfo, build_model
+from dominant_patterns.models.fold import conv_bn_pairs, fold_batchnorm, fold_for_attack
+from dominant_patterns.models.hooks import capture_activations, layer_names
 
 REL_TOL = 1e-5
 

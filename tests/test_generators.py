@@ -14,9 +14,10 @@ from dominant_patterns.attacks import AAA, GAP, NAG, SGA
 from dominant_patterns.attacks.generators import NAGGenerator, ResnetGenerator
 from dominant_patterns.attacks.impressions import impression_classes
 from dominant_patterns.attacks.validation import predict
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import TrainerSettings
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import make_loader
 
 XI = 10 / 255
 SETTINGS = dict(trainer=TrainerSettings(progress=False, channels_last=False), seed=0)

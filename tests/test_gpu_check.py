@@ -29,7 +29,7 @@ def test_targets_say_met_or_by_how_much() -> None:
 
 
 def test_app_path_imports_no_wandb_with_logger_none() -> None:
-    code = "import sys, dominant_patterns.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'wandb'))"
+    code = "import sys, dominant_patterns.apps.fit; print(sorted(m for m in sys.modules if m.split('.')[0] == 'wandb'))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"

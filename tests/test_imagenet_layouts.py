@@ -16,9 +16,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import ConcatDataset
 
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.errors import DataError
-from dominant_patterns.imagenet_layout import (
+from dominant_patterns.analysis.metrics import evaluate_patterns
+from dominant_patterns.core.errors import DataError
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.imagenet_layout import (
     DEVKIT_ARCHIVE,
     DEVKIT_DIR,
     KAGGLE_CSV,
@@ -26,9 +27,9 @@ from dominant_patterns.imagenet_layout import (
     find_imagenet_files,
     wnid_index,
 )
-from dominant_patterns.imagenet_wnids import IMAGENET_WNIDS
-from dominant_patterns.metrics import evaluate_patterns
-from dominant_patterns.models import ClassifierWrapper, ModelInfo, imagenet_class_names
+from dominant_patterns.data.imagenet_wnids import IMAGENET_WNIDS
+from dominant_patterns.data.loaders import make_loader
+from dominant_patterns.models.classifier import ClassifierWrapper, ModelInfo, imagenet_class_names
 
 TENCH, KIT_FOX, SEA_SNAKE, EGYPTIAN_CAT = "n01440764", "n02119789", "n01751748", "n02124075"
 #: A few true ILSVRC2012_ID -> wnid pairs of the devkit's meta.mat (the IDs are not the class index),

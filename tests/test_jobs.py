@@ -9,9 +9,10 @@ import pytest
 from conftest import CONF, FAST, run_app
 from omegaconf import OmegaConf
 
-from dominant_patterns.config_checks import APPS, check_app, experiment_app
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.records import CELL_KEYS, SOURCE_KEYS, TAG_KEYS, run_identity, write_record
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.runs.app_index import APPS, check_app, experiment_app
+from dominant_patterns.runs.identity import CELL_KEYS, SOURCE_KEYS, TAG_KEYS, run_identity
+from dominant_patterns.runs.records import write_record
 
 
 def test_every_experiment_names_its_app() -> None:
@@ -30,8 +31,8 @@ def test_check_app_names_the_right_command() -> None:
 
 @pytest.mark.parametrize(("module", "experiment", "right"), [
     ("dominant_patterns", "fig4_layers", "python -m dominant_patterns.layers experiment=fig4_layers"),
-    ("dominant_patterns.layers", "table1_loss", "python -m dominant_patterns experiment=table1_loss"),
-    ("dominant_patterns.evaluate", "table6_transfer",
+    ("dominant_patterns.apps.figure_layers", "table1_loss", "python -m dominant_patterns experiment=table1_loss"),
+    ("dominant_patterns.apps.evaluate", "table6_transfer",
      "python -m dominant_patterns.transfer experiment=table6_transfer"),
 ])
 def test_an_entry_point_refuses_another_apps_experiment(tmp_path: Path, module: str, experiment: str,
@@ -42,8 +43,8 @@ def test_an_entry_point_refuses_another_apps_experiment(tmp_path: Path, module: 
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("module", ["dominant_patterns.evaluate", "dominant_patterns.layers",
-                                    "dominant_patterns.transfer"])
+@pytest.mark.parametrize("module", ["dominant_patterns.apps.evaluate", "dominant_patterns.apps.figure_layers",
+                                    "dominant_patterns.apps.head_transfer"])
 def test_analysis_apps_run_the_config_checks(tmp_path: Path, module: str) -> None:
     proc = run_app(tmp_path, *FAST, "trainer.batch_size=0", module=module, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -25,13 +25,15 @@ import pytest
 import torch
 from conftest import FAST, app_env, compose_config, read_wandb_offline, run_app, wandb_summary
 
-from dominant_patterns.checkpoint import CHECKPOINT, read_checkpoint
-from dominant_patterns.config_checks import check_config
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.pattern_files import load_pattern
-from dominant_patterns.records import IDENTITY_FIELDS, load_records
-from dominant_patterns.report.tables import pivot, table_frame
-from dominant_patterns.table_specs import TABLES
+from dominant_patterns.core.checkpoint import CHECKPOINT
+from dominant_patterns.core.checkpoint_file import read_checkpoint
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.pattern_files import load_pattern
+from dominant_patterns.reporting.table_specs import TABLES
+from dominant_patterns.reporting.tables import pivot, table_frame
+from dominant_patterns.runs.config_checks import check_config
+from dominant_patterns.runs.identity import IDENTITY_FIELDS
+from dominant_patterns.runs.records import load_records
 
 # 48 images / batch 8 = 6 steps per epoch, 2 epochs; logs and checkpoints every 3 steps (the same windows)
 TINY = [*FAST, "dataset.num_fit=48", "dataset.num_eval=16", "trainer.batch_size=8", "trainer.epochs=2",
@@ -46,7 +48,8 @@ SAME = (*IDENTITY_FIELDS, "task_name", "tags", "fit_size", "eval_size", "xi_255"
 FAULT_APP = r'''
 import os, signal
 kind, _, arg = os.environ.get("DP_FAULT", "").partition(":")
-from dominant_patterns import checkpoint as ck, tracking
+from dominant_patterns.core import checkpoint as ck
+from dominant_patterns.runs import tracking
 if kind == "term":  # SIGTERM at a known step of the joint fit
     step_done = ck.Checkpointer.step_done
     def patched(self):
@@ -61,7 +64,7 @@ elif kind == "kill_finishing":  # SIGKILL while finishing one pattern's record (
             os.kill(os.getpid(), signal.SIGKILL)
         return finish(self, results)
     tracking.RunRecorder.finish = patched_finish
-from dominant_patterns.run import main
+from dominant_patterns.apps.fit import main
 main()
 '''
 

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from dominant_patterns.hooks import layer_names
-from dominant_patterns.layer_ssim import feature_ssim, layer_ssim, summarize, takeover_layer, window_for
+from dominant_patterns.analysis.layer_ssim import feature_ssim, layer_ssim, summarize, takeover_layer, window_for
+from dominant_patterns.models.hooks import layer_names
 
 
 def test_window_shrinks_to_feature_map() -> None:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from dominant_patterns.errors import UserInputError
-from dominant_patterns.losses import LOSSES, cos_loss, euclidean_loss, get_loss, kld_loss
+from dominant_patterns.core.errors import UserInputError
+from dominant_patterns.core.losses import LOSSES, cos_loss, euclidean_loss, get_loss, kld_loss
 
 
 def test_cos_loss_hand_values() -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dominant_patterns.metrics import (
+from dominant_patterns.analysis.metrics import (
     dominance_ratio,
     evaluate_patterns,
     fooling_rate,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dominant_patterns.images import load_photo
-from dominant_patterns.models import MODELS, build_model
+from dominant_patterns.data.photos import load_photo
+from dominant_patterns.models.classifier import MODELS, build_model
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dominant_patterns.errors import ConfigError, UserInputError
-from dominant_patterns.models import MODELS, TinyNet, build_model, load_state_dict_file, model_names
+from dominant_patterns.core.errors import ConfigError, UserInputError
+from dominant_patterns.models.classifier import MODELS, TinyNet, build_model, load_state_dict_file, model_names
 
 
 def test_registry_has_paper_and_embedded_models() -> None:

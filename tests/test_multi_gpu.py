@@ -19,10 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from dominant_patterns import devices
-from dominant_patterns.devices import claim_device, resolve_device, visible_gpu_count
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.jobs import open_job
+from dominant_patterns.core import devices
+from dominant_patterns.core.devices import claim_device, resolve_device, visible_gpu_count
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.runs.jobs import open_job
 
 
 @pytest.fixture

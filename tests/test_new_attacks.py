@@ -14,10 +14,12 @@ import yaml
 from conftest import CONF
 from torch import nn
 
+from dominant_patterns.analysis.metrics import evaluate_patterns, noise_floors
 from dominant_patterns.attacks import DMUAP, FGUAP, PSPUAP, TRMUAP
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.dm_uap import clamped_ce, smoothed_ce
 from dominant_patterns.attacks.fg_uap import last_linear
+from dominant_patterns.attacks.priors import TRM_CURRICULA, disk_median, jigsaw_prior
 from dominant_patterns.attacks.psp_uap import (
     PSP_CURRICULA,
     PSP_FALLBACK,
@@ -26,17 +28,9 @@ from dominant_patterns.attacks.psp_uap import (
     reweighted_energy,
     shuffle_index,
 )
-from dominant_patterns.attacks.trm_uap import (
-    TRM_CURRICULA,
-    TRM_FALLBACK,
-    TRM_PER_MODEL,
-    disk_median,
-    jigsaw_prior,
-    resolve_settings,
-)
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns, noise_floors
-from dominant_patterns.models import ClassifierWrapper, ModelInfo
+from dominant_patterns.attacks.trm_uap import TRM_FALLBACK, TRM_PER_MODEL, resolve_settings
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.models.classifier import ClassifierWrapper, ModelInfo
 
 XI = 10 / 255
 NEW = [FGUAP, DMUAP, TRMUAP, PSPUAP]

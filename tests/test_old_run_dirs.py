@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from conftest import run_app
 
-from dominant_patterns.pattern_files import load_pattern
+from dominant_patterns.core.pattern_files import load_pattern
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "run_dirs_be50eaf"
 ARGS = ["model=tiny", "dataset=synthetic", "logger=none", "trainer.progress=false", "trainer.batch_size=8",

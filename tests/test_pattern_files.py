@@ -11,8 +11,8 @@ import torch
 from conftest import FAST, run_app
 from PIL import Image
 
-from dominant_patterns.artifacts import pattern_to_uint8
-from dominant_patterns.pattern_files import PatternError, check_pattern, read_pattern_file, save_pattern
+from dominant_patterns.analysis.artifacts import pattern_to_uint8
+from dominant_patterns.core.pattern_files import PatternError, check_pattern, read_pattern_file, save_pattern
 
 XI = 10 / 255
 STD = (0.25, 0.25, 0.25)

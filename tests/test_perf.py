@@ -7,10 +7,10 @@ import torch
 from conftest import LoopHost
 
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.attacks.multi_seed import MultiSeedDominant, StackedLoader
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
-from dominant_patterns.models import build_model
+from dominant_patterns.core.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import StackedLoader, make_loader
+from dominant_patterns.models.classifier import build_model
 
 XI = 8 / 255
 
@@ -30,12 +30,12 @@ def loaders(ds, seeds):  # noqa: ANN001, ANN201
 
 def test_k1_equals_the_single_pattern(tiny_model, fit_set) -> None:
     single = DominantPattern(tiny_model, XI, trainer=settings()).fit(loaders(fit_set, [3])[0])
-    (multi,) = MultiSeedDominant(tiny_model, XI, trainer=settings()).fit_many(loaders(fit_set, [3]))
+    (multi,) = DominantPattern(tiny_model, XI, trainer=settings()).fit_many(loaders(fit_set, [3]))
     assert torch.allclose(single, multi, atol=1e-6)
 
 
 def test_k_patterns_respect_xi_and_differ(tiny_model, fit_set) -> None:
-    deltas = MultiSeedDominant(tiny_model, XI, trainer=settings()).fit_many(loaders(fit_set, [0, 1, 2]))
+    deltas = DominantPattern(tiny_model, XI, trainer=settings()).fit_many(loaders(fit_set, [0, 1, 2]))
     assert deltas.shape == (3, 3, 32, 32) and deltas.dtype == torch.float32
     assert float(deltas.abs().max()) <= XI + 1e-7
     assert not torch.allclose(deltas[0], deltas[1])
@@ -45,7 +45,7 @@ def test_k_patterns_respect_xi_and_differ(tiny_model, fit_set) -> None:
 def test_stacked_loss_gradient_is_k_single_gradients(target_class) -> None:
     # In float64 the stacked pass gives each pattern exactly its own single-pattern gradient.
     model = build_model("tiny").double()
-    attack = MultiSeedDominant(model, XI, target_class=target_class)
+    attack = DominantPattern(model, XI, target_class=target_class)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 5, 3, 32, 32, generator=g, dtype=torch.float64)
     delta = ((torch.rand(3, 3, 32, 32, generator=g, dtype=torch.float64) - 0.5) * 0.06).requires_grad_(True)

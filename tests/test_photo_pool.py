@@ -16,9 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dominant_patterns import photo_pool as pp
-from dominant_patterns.data import DATASETS, build_dataset
-from dominant_patterns.errors import DataError
+from dominant_patterns.core.errors import DataError
+from dominant_patterns.data import package_files
+from dominant_patterns.data import photo_pool as pp
+from dominant_patterns.data import photo_pool_sources as sources
+from dominant_patterns.data.datasets import DATASETS, build_dataset
 
 DEB_FOLDER, WHEEL_FOLDER = "usr/share/doc/fake-doc/data", "fakewheel/assets"
 COPYRIGHT = "Format: x\n\nFiles: *\nCopyright: someone\nLicense: MIT or WTFPL\n\nFiles: debian/*\nLicense: GPL-3+\n"
@@ -35,14 +37,15 @@ DEB_FILES = {f"p{i}.png": png_bytes(i) for i in range(5)}
 WHEEL_FILES = {f"w{i}.png": png_bytes(10 + i) for i in range(3)}
 
 
-def fake_sources() -> tuple[pp.PhotoSource, ...]:
+def fake_sources() -> tuple[sources.PhotoSource, ...]:
     """A Debian package with 5 photos (p0/p1 one scene) and a wheel with 3, pinned to the fake files."""
-    deb = tuple(pp.PoolPhoto(name, pp.sha256_hex(data), "pair" if name in ("p0.png", "p1.png") else "")
+    sha = package_files.sha256_hex
+    deb = tuple(sources.PoolPhoto(name, sha(data), "pair" if name in ("p0.png", "p1.png") else "")
                 for name, data in DEB_FILES.items())
-    wheel = tuple(pp.PoolPhoto(name, pp.sha256_hex(data), licence="CC0 (README)" if name == "w0.png" else "")
+    wheel = tuple(sources.PoolPhoto(name, sha(data), licence="CC0 (README)" if name == "w0.png" else "")
                   for name, data in WHEEL_FILES.items())
-    return (pp.PhotoSource("fake-doc", "deb", "fake-doc", DEB_FOLDER, deb),
-            pp.PhotoSource("fakewheel", "wheel", "fakewheel-not-installed", WHEEL_FOLDER, wheel, version="1.0"))
+    return (sources.PhotoSource("fake-doc", "deb", "fake-doc", DEB_FOLDER, deb),
+            sources.PhotoSource("fakewheel", "wheel", "fakewheel-not-installed", WHEEL_FOLDER, wheel, version="1.0"))
 
 
 def tar_bytes(files: dict[str, bytes], mode: str) -> bytes:
@@ -84,7 +87,7 @@ class FakeDownloader:
         self.calls: list[str] = []
         self.tamper, self.unavailable = tamper, unavailable
 
-    def __call__(self, source: pp.PhotoSource, dest: Path) -> Path:
+    def __call__(self, source: sources.PhotoSource, dest: Path) -> Path:
         self.calls.append(source.name)
         if source.name == self.unavailable:
             raise pp.SourceUnavailable("E: Unable to locate package fake-doc")
@@ -98,7 +101,7 @@ class FakeDownloader:
         return write_wheel(dest / "fakewheel_not_installed-1.0-py3-none-any.whl", tree)
 
 
-def no_download(source: pp.PhotoSource, dest: Path) -> Path:
+def no_download(source: sources.PhotoSource, dest: Path) -> Path:
     raise AssertionError(f"downloader called for {source.name}: the cache should have been used")
 
 
@@ -120,7 +123,8 @@ def test_build_extracts_pinned_photos_and_writes_manifest(tmp_path: Path, fakes:
     assert len(rows) == 8
     assert rows["fake-doc/p0.png"] == {
         "file": "fake-doc/p0.png", "source": "fake-doc", "package": "fake-doc", "version": "1.2-3",
-        "member": f"{DEB_FOLDER}/p0.png", "sha256": pp.sha256_hex(DEB_FILES["p0.png"]), "scene": "fake-doc/pair",
+        "member": f"{DEB_FOLDER}/p0.png", "sha256": package_files.sha256_hex(DEB_FILES["p0.png"]),
+        "scene": "fake-doc/pair",
         "licence": "MIT or WTFPL"}
     assert rows["fakewheel/w0.png"]["licence"] == "CC0 (README)"  # the package's note for this photo
     assert rows["fakewheel/w1.png"]["licence"] == "BSD-3-Clause" and rows["fakewheel/w1.png"]["version"] == "1.0"
@@ -230,27 +234,27 @@ def test_dataset_crops_split_record_and_bad_values(tmp_path: Path, fakes: FakeDo
     with pytest.raises(DataError, match="dataset.allow_missing=yes is not valid. Valid choices: true, false"):
         build_dataset({**cfg, "allow_missing": "yes"}, split="fit", image_size=24)
     with pytest.raises(ValueError, match="kind=rpm is not valid. Valid choices: deb, wheel"):
-        pp.PhotoSource("x", "rpm", "x", "x", ())
+        sources.PhotoSource("x", "rpm", "x", "x", ())
 
 
 def test_read_deb_handles_the_debian_layout(tmp_path: Path) -> None:
     deb = write_deb(tmp_path / "x_1_all.deb", {"usr/a.png": b"A", "usr/b.png": b"BB"}, "2:1.0-1")
-    assert pp.read_deb(deb, {"usr/b.png", "usr/missing.png"}) == ({"usr/b.png": b"BB"}, "2:1.0-1")
+    assert package_files.read_deb(deb, {"usr/b.png", "usr/missing.png"}) == ({"usr/b.png": b"BB"}, "2:1.0-1")
     (tmp_path / "junk.deb").write_bytes(b"not an archive")
     with pytest.raises(DataError, match="junk.deb is not a Debian package"):
-        pp.read_deb(tmp_path / "junk.deb", set())
-    assert pp.debian_licence(COPYRIGHT) == "MIT or WTFPL"
+        package_files.read_deb(tmp_path / "junk.deb", set())
+    assert package_files.debian_licence(COPYRIGHT) == "MIT or WTFPL"
 
 
 def test_real_pins_are_well_formed_and_match_installed_packages() -> None:
     names = [s.name for s in pp.SOURCES]
-    assert len(set(names)) == len(names) and {s.kind for s in pp.SOURCES} <= set(pp.KINDS)
+    assert len(set(names)) == len(names) and {s.kind for s in pp.SOURCES} <= set(sources.KINDS)
     for source in pp.SOURCES:
         files = [p.file for p in source.photos]
         assert len(set(files)) == len(files)
         assert all(re.fullmatch(r"[0-9a-f]{64}", p.sha256) for p in source.photos)
         assert source.kind == "deb" or source.version, source.name
-        excluded = " ".join(pp.EXCLUDED.get(source.name, {}).values()).split()
+        excluded = " ".join(sources.EXCLUDED.get(source.name, {}).values()).split()
         assert not set(files) & set(excluded), source.name
     assert sum(len(s.photos) for s in pp.SOURCES) == 49
     for name in ("scikit-image", "matplotlib"):  # project dependencies: at the pinned release, read from the install

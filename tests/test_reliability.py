@@ -1,7 +1,7 @@
 """Runs survive kills, preemption and faults: real subprocess runs of the Hydra app with injected faults.
 
 Faults are injected by a small wrapper script (``fault_app.py``, written per test) that patches one
-function and then calls the real ``dominant_patterns.run.main``; the signals are real signals.
+function and then calls the real ``dominant_patterns.apps.fit.main``; the signals are real signals.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pytest
 import torch
 from conftest import FAST, app_env
 
-from dominant_patterns.checkpoint import CHECKPOINT, PREVIOUS, read_checkpoint
-from dominant_patterns.pattern_files import load_pattern
+from dominant_patterns.core.checkpoint import CHECKPOINT, PREVIOUS
+from dominant_patterns.core.checkpoint_file import read_checkpoint
+from dominant_patterns.core.pattern_files import load_pattern
 
 # 96 images / batch 8 = 12 steps per epoch, 2 epochs = 24 steps; a checkpoint every 5 steps.
 STEPS = 24
@@ -31,7 +32,7 @@ FAULT_APP = r'''
 import os, signal, sys
 kind, _, arg = os.environ.get("DP_FAULT", "").partition(":")
 n = int(arg or 0)
-from dominant_patterns import checkpoint as ck
+from dominant_patterns.core import checkpoint as ck
 if kind in ("kill", "term", "usr1"):
     sig = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "usr1": signal.SIGUSR1}[kind]
     step_done = ck.Checkpointer.step_done
@@ -71,7 +72,7 @@ elif kind.startswith("wandb_"):
             setattr(run, kind.removeprefix("wandb_"), broken)
             return run
         wandb.init = init_then_break
-from dominant_patterns.run import main
+from dominant_patterns.apps.fit import main
 main()
 '''
 

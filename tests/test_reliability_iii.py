@@ -24,13 +24,14 @@ import torch
 from conftest import FAST, app_env
 from PIL import Image
 
-from dominant_patterns import cache as cache_module
-from dominant_patterns.cache import build_image_cache, prepare_split
-from dominant_patterns.checkpoint import CHECKPOINT, read_checkpoint
-from dominant_patterns.data import build_dataset, seeded_split
-from dominant_patterns.errors import DataError
-from dominant_patterns.records import write_record
-from dominant_patterns.run_dir import RunDirBusy, own_run_dir, remove_leftovers
+from dominant_patterns.core.checkpoint import CHECKPOINT
+from dominant_patterns.core.checkpoint_file import read_checkpoint
+from dominant_patterns.core.errors import DataError
+from dominant_patterns.data import image_cache as cache_module
+from dominant_patterns.data.datasets import build_dataset, seeded_split
+from dominant_patterns.data.image_cache import build_image_cache, prepare_split
+from dominant_patterns.runs.records import write_record
+from dominant_patterns.runs.run_dir import RunDirBusy, own_run_dir, remove_leftovers
 
 TINY = [*FAST, "trainer.batch_size=8", "trainer.epochs=2", "checkpoint_every=3"]
 SYNTHETIC = ["dataset.num_fit=48", "dataset.num_eval=16"]
@@ -38,7 +39,7 @@ SYNTHETIC = ["dataset.num_fit=48", "dataset.num_eval=16"]
 #: Patches one writer of the run app (DP_FAULT=name), then runs the real app.
 FAULT_APP = r'''
 import errno, os, sys
-import dominant_patterns.run as run
+import dominant_patterns.apps.fit as run
 fault = os.environ.get("DP_FAULT", "")
 def full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
@@ -46,7 +47,7 @@ if fault == "pictures":
     run.save_pattern_png = full
     run.save_examples_grid = full
 elif fault == "record":
-    from dominant_patterns import records
+    from dominant_patterns.runs import records
     write = records.atomic_write_text
     def record_full(path, text):
         if str(path).endswith("metrics.json"):
@@ -55,7 +56,7 @@ elif fault == "record":
     records.atomic_write_text = record_full
 elif fault == "slow":  # a fit that takes a while (0.1 s a step): another process meets it running
     import time
-    from dominant_patterns import checkpoint as ck
+    from dominant_patterns.core import checkpoint as ck
     step_done = ck.Checkpointer.step_done
     def slow(self):
         time.sleep(0.1)
@@ -63,7 +64,7 @@ elif fault == "slow":  # a fit that takes a while (0.1 s a step): another proces
     ck.Checkpointer.step_done = slow
 elif fault.startswith("kill:"):
     import signal
-    from dominant_patterns import checkpoint as ck
+    from dominant_patterns.core import checkpoint as ck
     step_done, n = ck.Checkpointer.step_done, int(fault.split(":")[1])
     def patched(self):
         if self.step + 1 == n:
@@ -133,7 +134,7 @@ def test_a_second_process_is_refused_while_the_first_runs_and_its_record_survive
 
 def test_a_lock_of_a_killed_owner_is_taken_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from dominant_patterns.run_dir import own_run_dir\n"
+        "import sys, time; from pathlib import Path; from dominant_patterns.runs.run_dir import own_run_dir\n"
         f"with own_run_dir(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

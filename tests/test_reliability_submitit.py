@@ -18,8 +18,8 @@ import pytest
 import torch
 from conftest import FAST, app_env
 
-from dominant_patterns.checkpoint import CHECKPOINT
-from dominant_patterns.pattern_files import load_pattern
+from dominant_patterns.core.checkpoint import CHECKPOINT
+from dominant_patterns.core.pattern_files import load_pattern
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 

@@ -14,23 +14,16 @@ import torch
 from conftest import LoopHost
 
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.checkpoint import (
-    CHECKPOINT,
-    MAGIC,
-    PREVIOUS,
-    Checkpointer,
-    CheckpointError,
-    StateFns,
-    read_checkpoint,
-    write_checkpoint,
-)
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.errors import ConfigError, UserInputError
-from dominant_patterns.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
-from dominant_patterns.models import build_model, load_state_dict_file
-from dominant_patterns.pattern_files import load_pattern
-from dominant_patterns.records import finished_record
-from dominant_patterns.tracking import RunRecorder
+from dominant_patterns.core.checkpoint import CHECKPOINT, PREVIOUS, Checkpointer, StateFns
+from dominant_patterns.core.checkpoint_file import MAGIC, CheckpointError, read_checkpoint, write_checkpoint
+from dominant_patterns.core.errors import ConfigError, UserInputError
+from dominant_patterns.core.loops import NonFiniteLossError, TrainerSettings, optimize_pattern
+from dominant_patterns.core.pattern_files import load_pattern
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import make_loader
+from dominant_patterns.models.classifier import build_model, load_state_dict_file
+from dominant_patterns.runs.records import finished_record
+from dominant_patterns.runs.tracking import RunRecorder
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dominant_patterns"
 
@@ -281,7 +274,7 @@ def test_wandb_failures_warn_once_and_metrics_json_is_written(tmp_path: Path, mo
 def test_a_failed_checkpoint_write_warns_and_the_fit_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              reference: torch.Tensor,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    import dominant_patterns.checkpoint as ckmod
+    import dominant_patterns.core.checkpoint as ckmod
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")

@@ -10,10 +10,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from dominant_patterns import report
-from dominant_patterns.records import load_records, newest_per_cell
-from dominant_patterns.report import MISSING, TABLES, build_report, pivot
-from dominant_patterns.report.figures import bar_groups
+from dominant_patterns import reporting as report
+from dominant_patterns.reporting import MISSING, TABLES, build_report, pivot
+from dominant_patterns.reporting.figures import bar_groups
+from dominant_patterns.runs.records import load_records, newest_per_cell
 
 
 def write_run(root: Path, name: str, *, task: str = "table3_embedded", model: str = "efficientnet_lite0",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dominant_patterns.report import build_report
-from dominant_patterns.report.browser_check import find_browser, inspect_page, main, problems, screenshot
-from dominant_patterns.report.figures import BARS
-from dominant_patterns.table_specs import EMBEDDED_MODELS
+from dominant_patterns.apps.report_check import find_browser, inspect_page, main, problems, screenshot
+from dominant_patterns.reporting import build_report
+from dominant_patterns.reporting.figures import BARS
+from dominant_patterns.reporting.table_specs import EMBEDDED_MODELS
 
 LITES = EMBEDDED_MODELS
 

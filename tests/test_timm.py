@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import app_env, run_app
 
-from dominant_patterns.errors import ConfigError, UserInputError
-from dominant_patterns.models import build_model, model_names
+from dominant_patterns.core.errors import ConfigError, UserInputError
+from dominant_patterns.models.classifier import build_model, model_names
 
 timm = pytest.importorskip("timm")
 

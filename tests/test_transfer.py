@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from dominant_patterns.data import build_dataset, make_loader
-from dominant_patterns.downstream import backbone_features, make_head, train_head
-from dominant_patterns.metrics import evaluate_patterns
+from dominant_patterns.analysis.downstream import backbone_features, make_head, train_head
+from dominant_patterns.analysis.metrics import evaluate_patterns
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import make_loader
 
 
 def test_head_training_on_frozen_backbone(tiny_model) -> None:  # noqa: ANN001

@@ -21,9 +21,14 @@ from typing import Any
 import pytest
 from conftest import app_env, read_wandb_offline, wandb_summary
 
-from dominant_patterns import tracking
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.tracking import DEFAULT_INIT_TIMEOUT_S, RETRY_ONLINE_AFTER_S, UNREACHABLE_MARKER, RunRecorder
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.runs import tracking
+from dominant_patterns.runs.tracking import (
+    DEFAULT_INIT_TIMEOUT_S,
+    RETRY_ONLINE_AFTER_S,
+    UNREACHABLE_MARKER,
+    RunRecorder,
+)
 
 TIMEOUT = 3.0  # logger.init_timeout in these tests (seconds)
 MARGIN = 15.0  # W&B's service start and the offline init on a busy machine
@@ -47,7 +52,7 @@ if sweep:  # a Hydra multirun job, as far as the recorder can tell
     cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
     cfg.hydra.mode, cfg.hydra.sweep.dir = RunMode.MULTIRUN, sweep
     HydraConfig.instance().set_config(cfg)
-from dominant_patterns.tracking import RunRecorder
+from dominant_patterns.runs.tracking import RunRecorder
 for i, cfg in enumerate(cfgs):
     start = time.monotonic()
     rec = RunRecorder(out / str(i), cfg, {"xi": 0.04}, {"model": "tiny", "seed": i})

@@ -35,8 +35,6 @@ Usage::
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,9 +45,10 @@ from dominant_patterns.attacks.base import capped
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.impressions import ClassImpressions, cache_path, impression_classes
 from dominant_patterns.attacks.nag import NAG
-from dominant_patterns.checks import check_at_least, check_positive
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.atomic import atomic_write
+from dominant_patterns.core.checks import check_at_least, check_positive
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +119,7 @@ class AAA(NAG):
         path = self.cache_file()
         if path is None or path.is_file():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(self.synth.images, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(self.synth.images, f))
 
     def impression_batch(self) -> torch.Tensor:
         """``batch_size`` distinct impressions (fewer if there are fewer), float [0, 1], from the attack's RNG."""

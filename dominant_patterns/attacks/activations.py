@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 def mean_image(model: ClassifierWrapper, batch: int = 1) -> torch.Tensor:

@@ -4,11 +4,11 @@ Contract: ``attack.fit(loader) -> delta`` where ``loader`` yields image batches 
 (uint8 is accepted and scaled), and ``delta`` is a float tensor [3, S, S] in pixel space with
 ``||delta||_inf <= xi``. Perturbed images are ``clamp(x + delta, 0, 1)`` for every method.
 
-Loops: every attack fits in the loops of :mod:`dominant_patterns.loops` (it is their
-:class:`~dominant_patterns.loops.LoopOwner`) and supplies only its step: ``optimize_pattern``,
+Loops: every attack fits in the loops of :mod:`dominant_patterns.core.loops` (it is their
+:class:`~dominant_patterns.core.loops.LoopOwner`) and supplies only its step: ``optimize_pattern``,
 ``optimize_iterations`` and ``signed_gradient_epochs`` take a loss, others pass a step to ``run_steps``.
 The loops checkpoint and resume (``self.checkpointer``, a disabled
-:class:`~dominant_patterns.checkpoint.Checkpointer` unless the app set one), so an attack keeps
+:class:`~dominant_patterns.core.checkpoint.Checkpointer` unless the app set one), so an attack keeps
 what its step changes beyond delta and the optimizer (generator weights, counters, a ``Validator``) on
 ``self`` and names those attributes in ``fit_state`` (tensors, plain values, or objects with their own
 ``state_dict``). They count what the fit spends in ``self.meter`` (classifier passes, reported by
@@ -27,11 +27,11 @@ from typing import Any, ClassVar
 import torch
 
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.checkpoint import Checkpointer
-from dominant_patterns.checks import check_at_least, check_positive, check_xi
-from dominant_patterns.devices import to_memory_format
-from dominant_patterns.loops import Curve, LogFn, PassMeter, TrainerSettings, optimize_pattern
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checkpoint import Checkpointer
+from dominant_patterns.core.checks import check_at_least, check_positive, check_xi
+from dominant_patterns.core.devices import to_memory_format
+from dominant_patterns.core.loops import Curve, LogFn, PassMeter, TrainerSettings, optimize_pattern
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 log = logging.getLogger(__name__)
 

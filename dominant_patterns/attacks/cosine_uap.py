@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import GradientAttack
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 class CosineUAP(GradientAttack):

@@ -46,12 +46,12 @@ from torch.func import functional_call
 from dominant_patterns.attacks.activations import uniform_init
 from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.checks import check_at_least, check_positive
-from dominant_patterns.data import to_float_batch
-from dominant_patterns.devices import to_memory_format
-from dominant_patterns.loops import optimize_iterations
-from dominant_patterns.models import ClassifierWrapper
-from dominant_patterns.rng_state import loader_generators
+from dominant_patterns.core.batches import to_float_batch
+from dominant_patterns.core.checks import check_at_least, check_positive
+from dominant_patterns.core.devices import to_memory_format
+from dominant_patterns.core.loops import optimize_iterations
+from dominant_patterns.core.rng_state import loader_generators
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 Weights = dict[str, torch.Tensor]
 

@@ -31,10 +31,10 @@ from dominant_patterns.attacks.activations import log_activation_norms, mean_ima
 from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
-from dominant_patterns.checks import check_positive
-from dominant_patterns.hooks import capture_activations, layer_names
-from dominant_patterns.loops import optimize_iterations
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_positive
+from dominant_patterns.core.loops import optimize_iterations
+from dominant_patterns.models.classifier import ClassifierWrapper
+from dominant_patterns.models.hooks import capture_activations, layer_names
 
 
 class FFF(IterationBudget, UniversalAttack):

@@ -39,11 +39,11 @@ from torch import nn
 from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
-from dominant_patterns.checks import check_at_least, check_class, check_positive
-from dominant_patterns.devices import to_memory_format
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import optimize_iterations
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_at_least, check_class, check_positive
+from dominant_patterns.core.devices import to_memory_format
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import optimize_iterations
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 def last_linear(net: nn.Module) -> str:

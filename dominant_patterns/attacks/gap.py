@@ -45,9 +45,9 @@ from dominant_patterns.attacks.base import IterationBudget, capped
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.generator_fit import GeneratorAttack
 from dominant_patterns.attacks.generators import ResnetGenerator, init_weights
-from dominant_patterns.checks import check_at_least, check_class, check_positive
-from dominant_patterns.devices import autocast, to_memory_format
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_at_least, check_class, check_positive
+from dominant_patterns.core.devices import autocast, to_memory_format
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 log = logging.getLogger(__name__)
 

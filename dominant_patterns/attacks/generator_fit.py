@@ -1,6 +1,6 @@
 """What the generator baselines (GAP, NAG, AAA) share: held-out validation with best-weights selection,
 NAG's fooling and diversity losses, and their fit (:meth:`GeneratorAttack.train_generator`: one generator
-update per step in :func:`~dominant_patterns.loops.run_steps`; the attack keeps its network, optimizer,
+update per step in :func:`~dominant_patterns.core.loops.run_steps`; the attack keeps its network, optimizer,
 selection and counters on ``self`` and names them in ``fit_state``, the loop checkpoints them).
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.validation import Validator, predict
-from dominant_patterns.loops import Feed, run_steps
+from dominant_patterns.core.loops import Feed, run_steps
 
 log = logging.getLogger(__name__)
 

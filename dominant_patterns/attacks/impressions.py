@@ -28,9 +28,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dominant_patterns.devices import autocast, to_memory_format
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.devices import autocast, to_memory_format
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.models.classifier import ClassifierWrapper, model_fingerprint
 
 ZOOMS = (0.95, 0.975, 1.0, 1.025, 1.05)
 
@@ -43,8 +43,6 @@ def impression_classes(num_model_classes: int, num_classes: int | None, per_clas
 
 def cache_path(cache_dir: str | Path, model: ClassifierWrapper, settings: Mapping[str, Any]) -> Path:
     """``<cache_dir>/class_impressions/<model>-<key>.pt``, the key hashing the model's weights and ``settings``."""
-    from dominant_patterns.cache import model_fingerprint
-
     key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), **settings}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:20]
     return Path(cache_dir).expanduser() / "class_impressions" / f"{model.name}-{key}.pt"

@@ -54,11 +54,11 @@ from dominant_patterns.attacks.base import IterationBudget, capped
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.generator_fit import GeneratorAttack, diversity_loss, fooling_loss
 from dominant_patterns.attacks.generators import NAGGenerator, init_weights
-from dominant_patterns.checks import check_at_least, check_positive
-from dominant_patterns.devices import autocast, to_memory_format
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.hooks import capture_activations, layer_names
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_at_least, check_positive
+from dominant_patterns.core.devices import autocast, to_memory_format
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.models.classifier import ClassifierWrapper
+from dominant_patterns.models.hooks import capture_activations, layer_names
 
 log = logging.getLogger(__name__)
 

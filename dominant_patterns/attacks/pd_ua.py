@@ -38,15 +38,15 @@ from dominant_patterns.attacks.activations import log_activation_norms, mean_ima
 from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.hooks import capture_activations, layer_names, transform_activations
-from dominant_patterns.loops import optimize_iterations
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import optimize_iterations
+from dominant_patterns.models.classifier import ClassifierWrapper
+from dominant_patterns.models.hooks import capture_activations, layer_names, transform_activations
 
 
 def texture_image(name: str, size: int) -> torch.Tensor:
     """A scikit-image picture as a [3, size, size] float texture in [0, 1] (centre square, resized)."""
-    from dominant_patterns.images import load_photo, resize_uint8
+    from dominant_patterns.data.photos import load_photo, resize_uint8
 
     img = torch.from_numpy(load_photo(name)).permute(2, 0, 1)
     side = min(img.shape[1:])

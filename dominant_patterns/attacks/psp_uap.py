@@ -42,18 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.attacks.trm_uap import (
-    TRM_CURRICULA,
-    Curriculum,
-    PriorUAP,
-    _resize,
-    _uniform,
-    kept_layers,
-    resolve_settings,
-    truncated_ratio_loss,
-)
-from dominant_patterns.checks import check_at_least, check_choice, check_positive
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.attacks.priors import TRM_CURRICULA, Curriculum, _resize, uniform
+from dominant_patterns.attacks.trm_uap import PriorUAP, kept_layers, resolve_settings, truncated_ratio_loss
+from dominant_patterns.core.checks import check_at_least, check_choice, check_positive
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 #: The code's curricula (``strategy.py`` at ChnanChan/PSP-UAP dbbc4ee), by the name ``prior`` takes.
 PSP_CURRICULA: dict[str, Curriculum] = {
@@ -110,8 +102,8 @@ def random_resized_crop(img: torch.Tensor, scale: Sequence[float], ratio: Sequen
     """The code's ``random_crop`` (uniform scale and ratio, 10 tries, else a centre crop), resized back."""
     _, h, w = img.shape
     for _ in range(10):
-        area = h * w * _uniform(generator, *scale)
-        r = _uniform(generator, *ratio)
+        area = h * w * uniform(generator, *scale)
+        r = uniform(generator, *ratio)
         tw, th = int(round(math.sqrt(area * r))), int(round(math.sqrt(area / r)))
         if th <= h and tw <= w:
             top = int(torch.randint(0, h - th + 1, (), generator=generator))
@@ -211,12 +203,12 @@ class PSPUAP(PriorUAP):
     def transform_pair(self, u: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One random transform applied alike to a sample ``u`` and its reference (1/3 each)."""
         g = self.generator
-        pick = _uniform(g)
+        pick = uniform(g)
         if pick < 1 / 3:
             degrees = truncated_normal(g, self.angle, self.angle)
             return rotate_fill(u, degrees), rotate_fill(ref, degrees)
         if pick < 2 / 3:
-            ratio = _uniform(g, *self.intensity)
+            ratio = uniform(g, *self.intensity)
             return u * ratio, ref * ratio
         _, h, w = u.shape
         cols = shuffle_index(w, self.shuffle_blocks, g).to(u.device)

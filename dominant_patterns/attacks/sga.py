@@ -35,10 +35,10 @@ import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.checks import check_at_least, check_positive
-from dominant_patterns.devices import autocast, to_memory_format
-from dominant_patterns.loops import Feed, run_steps
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_at_least, check_positive
+from dominant_patterns.core.devices import autocast, to_memory_format
+from dominant_patterns.core.loops import Feed, run_steps
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 class SGA(UniversalAttack):

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.checks import check_choice
-from dominant_patterns.devices import autocast
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import signed_gradient_epochs
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_choice
+from dominant_patterns.core.devices import autocast
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import signed_gradient_epochs
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 LABELS = ("auto", "true", "pred")
 

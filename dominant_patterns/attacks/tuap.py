@@ -30,9 +30,9 @@ import torch
 
 from dominant_patterns.attacks.base import UniversalAttack, capped
 from dominant_patterns.attacks.card import AttackCard
-from dominant_patterns.checks import check_class, check_positive
-from dominant_patterns.loops import optimize_iterations
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.checks import check_class, check_positive
+from dominant_patterns.core.loops import optimize_iterations
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 def margin(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

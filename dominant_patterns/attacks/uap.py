@@ -27,14 +27,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from dominant_patterns.analysis.metrics import fooling_rate
 from dominant_patterns.attacks.base import UniversalAttack
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import predict
-from dominant_patterns.data import iterate_images
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import Feed, run_steps
-from dominant_patterns.metrics import fooling_rate
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.core.batches import iterate_images
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import Feed, run_steps
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 def deepfool(model: ClassifierWrapper, x: torch.Tensor, *, num_candidates: int = 10, overshoot: float = 0.02,

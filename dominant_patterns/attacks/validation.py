@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from dominant_patterns.data import iterate_images
-from dominant_patterns.devices import autocast, to_memory_format
-from dominant_patterns.errors import ConfigError
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import fooling_rate
-from dominant_patterns.models import ClassifierWrapper
+from dominant_patterns.analysis.metrics import fooling_rate
+from dominant_patterns.core.batches import iterate_images
+from dominant_patterns.core.devices import autocast, to_memory_format
+from dominant_patterns.core.errors import ConfigError
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.models.classifier import ClassifierWrapper
 
 
 def take_images(loader: Iterable[Any], device: torch.device, count: int) -> torch.Tensor:

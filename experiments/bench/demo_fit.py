@@ -21,11 +21,11 @@ import torch
 import yaml
 
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.cache import DeviceLoader
-from dominant_patterns.checkpoint import Checkpointer
-from dominant_patterns.data import build_dataset
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.core.checkpoint import Checkpointer
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.data.datasets import build_dataset
+from dominant_patterns.data.loaders import DeviceLoader
+from dominant_patterns.models.classifier import ClassifierWrapper, build_model
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 XI = 10 / 255

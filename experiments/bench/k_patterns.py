@@ -6,7 +6,7 @@
 Both arms fit what the app fits for seeds 0 ... K-1 (same model, loss, batch 32, epochs): each seed on
 its own photo crops in its own loader order (``cache.fast_loader`` seeded with the seed, as
 ``python -m dominant_patterns`` builds it). The separate arm runs ``DominantPattern.fit`` once per seed,
-the joint arm ``MultiSeedDominant.fit_many`` over the K loaders (one forward of K * (B + 1) rows per step).
+the joint arm ``DominantPattern.fit_many`` over the K loaders (one forward of K * (B + 1) rows per step).
 After a warm-up, the rounds alternate which arm goes first; the speed-up is the median over rounds of
 (sum of the K separate fit seconds) / (joint fit seconds). It also compares each seed's joint and separate
 pattern: how far apart they are (the stacked pass rounds its convolutions differently from a (B + 1)-row
@@ -30,14 +30,13 @@ from typing import Any
 
 import torch
 
+from dominant_patterns.analysis.metrics import evaluate_patterns
 from dominant_patterns.attacks.dominant import DominantPattern
-from dominant_patterns.attacks.multi_seed import MultiSeedDominant
-from dominant_patterns.cache import fast_loader
-from dominant_patterns.data import SplitDataset, build_dataset
-from dominant_patterns.devices import resolve_device
-from dominant_patterns.loops import TrainerSettings
-from dominant_patterns.metrics import evaluate_patterns
-from dominant_patterns.models import ClassifierWrapper, build_model
+from dominant_patterns.core.devices import resolve_device
+from dominant_patterns.core.loops import TrainerSettings
+from dominant_patterns.data.datasets import SplitDataset, build_dataset
+from dominant_patterns.data.loaders import fast_loader
+from dominant_patterns.models.classifier import ClassifierWrapper, build_model
 
 HERE = Path(__file__).resolve().parent
 XI = 10 / 255
@@ -75,7 +74,7 @@ def joint(model: ClassifierWrapper, sets: list[SplitDataset], seeds: list[int], 
     """The K fits in one pass: (seconds, patterns [K, 3, S, S])."""
     sync(model.device)
     start = time.perf_counter()
-    deltas = MultiSeedDominant(model, XI, trainer=settings, seed=seeds[0], loss=loss).fit_many(
+    deltas = DominantPattern(model, XI, trainer=settings, seed=seeds[0], loss=loss).fit_many(
         loaders(model, sets, seeds, settings.batch_size))
     sync(model.device)
     return time.perf_counter() - start, deltas.cpu()

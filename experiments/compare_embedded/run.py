@@ -24,18 +24,13 @@ from omegaconf import OmegaConf
 from dominant_patterns.attacks.card import display_name, row_rank
 from dominant_patterns.attacks.catalog import attack_catalog
 from dominant_patterns.conf import CONFIG_DIR
-from dominant_patterns.display import LOSS_NAMES
-from dominant_patterns.records import attack_info, read_records
+from dominant_patterns.runs.display import LOSS_NAMES
+from dominant_patterns.runs.hydra_hooks import method_attack
+from dominant_patterns.runs.records import attack_info, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 METHOD_DIR = CONFIG_DIR / "method"
-
-
-def method_attack(name: str) -> str:
-    """The attack a ``conf/method/<name>.yaml`` runs (its ``override /attack`` default)."""
-    defaults = OmegaConf.load(METHOD_DIR / f"{name}.yaml").get("defaults") or []
-    return next(str(d["override /attack"]) for d in defaults if "override /attack" in d)
 
 
 def methods() -> list[str]:

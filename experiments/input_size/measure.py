@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from dominant_patterns.images import load_photo, random_crops
-from dominant_patterns.models import build_model
+from dominant_patterns.data.photos import load_photo, random_crops
+from dominant_patterns.models.classifier import build_model
 
 #: photo -> (acceptable ImageNet class indices, why). Only photos whose subject has ImageNet classes.
 LABELLED_PHOTOS: dict[str, tuple[tuple[int, ...], str]] = {
