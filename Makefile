@@ -149,6 +149,13 @@ claims: venv fashion-mnist  ## the runs behind docs/claims.md (embedded, CPU), t
 claims-report: venv  ## docs/claims.md + experiments/claims/* from the records under outputs/ (after make claims)
 	$(PY) -m dominant_patterns.report --claims docs/claims.md --strongest $$($(PY) -m dominant_patterns.report --print-strongest 2 | tr "," " ")
 
+.PHONY: budget-embedded
+budget-embedded: venv  ## EfficientNet-Lite0 on the photo pool: ours (CoS/ED/KLD) to 64k passes, every baseline to 16k, with anytime curves (hours, CPU) -> experiments/budget_embedded/
+	$(PY) experiments/budget_embedded/run.py --restore
+	nice -n $${NICE:-10} $(call experiment,budget_embedded_ours) $(EMBEDDED_ARGS) $(ARGS)
+	nice -n $${NICE:-10} $(call experiment,budget_embedded_baselines) $(EMBEDDED_ARGS) $(ARGS)
+	$(PY) experiments/budget_embedded/run.py
+
 .PHONY: claims claims-report sweep-embedded dashboard report-check
 sweep-embedded: venv  ## EfficientNet-Lite0/1/2 x photos/synthetic x ED/CoS: the offline miniature of the 7 x 3 sweep (12 jobs, CPU)
 	nice -n $${NICE:-0} $(call experiment,sweep_embedded) $(EMBEDDED_ARGS) $(ARGS)

@@ -72,12 +72,12 @@ RULES = {
 }
 
 
-def claim_existence(df: pd.DataFrame) -> Claim:
+def claim_existence(df: pd.DataFrame, fit_set: str = "photos") -> Claim:
     rows, verdicts = [], {}
     for loss in ("cos", "ed"):
         passes = []
         for model in MODELS:
-            part = fits(df, model=model, dataset="photos", loss=loss, attack="dominant")
+            part = fits(df, model=model, dataset=fit_set, loss=loss, attack="dominant")
             if part.empty:
                 continue
             dom, _, _ = stats(part["dominance_ratio"])
@@ -97,10 +97,10 @@ def claim_existence(df: pd.DataFrame) -> Claim:
                  summary(rows, "dominance %"), verdict, table(rows))
 
 
-def claim_loss(df: pd.DataFrame) -> Claim:
+def claim_loss(df: pd.DataFrame, fit_set: str = "photos") -> Claim:
     rows, passes = [], []
     for model in MODELS:
-        by_loss = {loss: fits(df, model=model, dataset="photos", loss=loss, attack="dominant")
+        by_loss = {loss: fits(df, model=model, dataset=fit_set, loss=loss, attack="dominant")
                    for loss in ("cos", "ed", "kld")}
         if any(p.empty for p in by_loss.values()):
             continue
@@ -125,13 +125,13 @@ def baselines(table: str) -> list[str]:
     return [name for name in table_attacks(table) if not attack_catalog()[name]["card"]["ours"]]
 
 
-def claim_baselines(df: pd.DataFrame) -> Claim:
+def claim_baselines(df: pd.DataFrame, fit_set: str = "photos", proxy: str = "synthetic") -> Claim:
     model = MODELS[0]
     parts, rows = [], []
     table3, table4 = baselines("table3_label_dependent"), baselines("table4_proxy")
-    settings = (("(a) Table 3 fooling, photos", "photos", table3, "fooling_rate"),
-                ("(b) Table 4 fooling, synthetic proxy", "synthetic", table4, "fooling_rate"),
-                ("(c) Table 5 top-1 ratio, photos", "photos", table3, "top1_ratio"))
+    settings = ((f"(a) Table 3 fooling, {fit_set}", fit_set, table3, "fooling_rate"),
+                (f"(b) Table 4 fooling, {proxy} proxy", proxy, table4, "fooling_rate"),
+                (f"(c) Table 5 top-1 ratio, {fit_set}", fit_set, table3, "top1_ratio"))
     for label, dataset, methods, metric in settings:
         ours = fits(df, model=model, dataset=dataset, attack="dominant", loss="cos")
         if ours.empty:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dominant_patterns.reporting.budget_claims import budget_section
 from dominant_patterns.reporting.claim_data import MODELS, Claim
 from dominant_patterns.reporting.claims import (
     RULES,
@@ -89,6 +90,7 @@ def build_claims(outputs: Roots, doc: Path, experiments_dir: Path, strongest: Se
     for i, c in enumerate(claims, 1):
         lines.append(f"| {i} | {c.title} | {c.paper} | {c.ours} | **{c.verdict}** |")
     lines.append("")
+    lines += budget_section(outputs, {c.key: c for c in claims})
     for i, c in enumerate(claims, 1):
         lines += [f"## {i}. {c.title}", "", f"**Verdict: {c.verdict}.** Rule: {RULES[c.key]}", "",
                   f"Paper: {c.paper}.", "", c.detail, ""]

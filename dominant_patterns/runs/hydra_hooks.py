@@ -36,10 +36,11 @@ def register_resolvers() -> None:
 
 
 def methods_of(table: str) -> list[str]:
-    """The ``conf/method/*.yaml`` (embedded CPU settings) of the baselines a paper table compares, in table order:
-    each method's attack (its ``override /attack``) placed by its card; ours is left out (its row comes from the
-    loss experiments)."""
-    wanted = [name for name in table_attacks(table) if not attack_catalog()[name]["card"]["ours"]]
+    """The ``conf/method/*.yaml`` (embedded CPU settings) of the baselines a paper table compares (``all``: every
+    baseline), in table order: each method's attack (its ``override /attack``) placed by its card; ours is left
+    out (its rows come from the loss experiments)."""
+    names = list(attack_catalog()) if table == "all" else table_attacks(table)
+    wanted = [name for name in names if not attack_catalog()[name]["card"]["ours"]]
     methods = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
     return [m for attack in wanted for m in methods if method_attack(m) == attack]
 

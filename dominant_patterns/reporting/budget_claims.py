@@ -1,0 +1,89 @@
+"""Claims 1-3 at two budgets: the same rules on the same runs, read from their anytime curves at about 2k image
+passes (the embedded scorecard's budget) and at the large one, so that only the budget differs.
+
+The runs are those of ``make budget-embedded`` (EfficientNet-Lite0 on the photo pool; the dominant pattern to 64k
+passes, every baseline to 16k). A record "at N passes" is its record with the metrics of its first curve point at
+or after N (its noise floors are the final ones: they do not depend on the fit). Claims 1 and 2 (the dominant pattern
+alone) are judged at 2k and 64k passes, claim 3 (against the baselines) at 2k and 16k, the largest budget every
+method ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from dominant_patterns.reporting.claim_data import Claim
+from dominant_patterns.reporting.claims import claim_baselines, claim_existence, claim_loss
+from dominant_patterns.runs.records import Roots, read_records, record_to_row
+
+TASK = "budget_embedded"
+FIT_SET = "photo_pool"
+SMALL = 2000
+#: The large budget of each claim (claims 1-2: ours to 64k; claim 3: every method to 16k).
+LARGE = {"existence": 64000, "loss": 64000, "baselines": 16000}
+CURVE_KEYS = ("fooling_rate", "dominance_ratio", "top1_ratio", "top3_ratio", "top5_ratio", "dominant_class",
+              "dominant_class_name", "dominant_confidence")
+
+
+def at_passes(records: Sequence[tuple[Any, dict[str, Any]]], passes: int) -> pd.DataFrame:
+    """One row per record that reached ``passes``, its metrics those of its first curve point at or after it."""
+    rows = []
+    for path, record in records:
+        point = next((p for p in record.get("curve") or [] if p["passes"] >= passes), None)
+        if point is None:
+            continue
+        row = record_to_row(record, path)
+        row.update({k: point[k] for k in CURVE_KEYS if k in point}, curve_passes=point["passes"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budget_claims(roots: Roots) -> list[tuple[str, Claim, Claim]]:
+    """(claim key, verdict at :data:`SMALL` passes, verdict at its large budget) for claims 1-3."""
+    records = read_records(roots, [TASK])
+    builders: dict[str, Callable[[pd.DataFrame], Claim]] = {
+        "existence": lambda df: claim_existence(df, FIT_SET),
+        "loss": lambda df: claim_loss(df, FIT_SET),
+        "baselines": lambda df: claim_baselines(df, FIT_SET, FIT_SET),
+    }
+    out = []
+    for key, build in builders.items():
+        small, large = at_passes(records, SMALL), at_passes(records, LARGE[key])
+        out.append((key, build(small), build(large)))
+    return out
+
+
+def seeds_of(df: pd.DataFrame) -> int:
+    return int(df["seed"].nunique()) if not df.empty and "seed" in df.columns else 0
+
+
+def budget_section(roots: Roots, three_seed: dict[str, Claim]) -> list[str]:
+    """The scorecard's section: each claim's verdict at 2k passes, at the large budget and over three seeds."""
+    records = read_records(roots, [TASK])
+    if not records:
+        return ["## Verdicts by budget", "", "No `budget_embedded` records yet (`make budget-embedded`).", ""]
+    n = seeds_of(at_passes(records, SMALL))
+    lines = ["## Verdicts by budget", "",
+             f"The same rules, on the runs of `make budget-embedded` (EfficientNet-Lite0, photo pool, n = {n} seed), "
+             "read "
+             f"from each run's anytime curve at {SMALL:,} image passes (the embedded scorecard's budget: 640 crops x 3 "
+             "epochs) and at the large budget, so that only the budget differs; the third column is the scorecard's "
+             "verdict above (photo crops, n = 3 seeds, embedded budget).", "",
+             "| claim | ~2k passes | large budget | embedded scorecard (n = 3) | does the verdict depend on the "
+             "budget? |",
+             "|---|---|---|---|---|"]
+    verdicts = budget_claims(roots)
+    for key, small, large in verdicts:
+        base = three_seed.get(key)
+        depends = ("no" if small.verdict == large.verdict else
+                   f"yes: {small.verdict} at {SMALL // 1000}k, {large.verdict} at {LARGE[key] // 1000}k")
+        lines.append(f"| {small.title} | {small.verdict} (n = {n}) | {large.verdict} at {LARGE[key] // 1000}k "
+                     f"(n = {n}) | {base.verdict if base else '-'} (n = 3) | {depends} |")
+    lines.append("")
+    for key, small, large in verdicts:
+        lines += [f"### {small.title}: at {SMALL:,} passes", "", small.detail, "",
+                  f"### {large.title}: at {LARGE[key]:,} passes", "", large.detail, ""]
+    return lines
