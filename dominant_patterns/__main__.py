@@ -1,6 +1,5 @@
-"""``python -m dominant_patterns``: runs :mod:`dominant_patterns.apps.fit` as the main module."""
+"""``python -m dominant_patterns``: the fitting app (:mod:`dominant_patterns.apps.fit`)."""
 
-import runpy
+from dominant_patterns.apps.fit import main
 
-if __name__ == "__main__":
-    runpy.run_module("dominant_patterns.apps.fit", run_name="__main__", alter_sys=True)
+main()
