@@ -61,6 +61,12 @@ def capped(iterations: int, max_iterations: int | None, key: str = "iterations",
     return run
 
 
+def capped_epochs(epochs: int, max_epochs: int | None) -> int:
+    """The epochs actually run: the published ``epochs``, capped by ``attack.max_epochs`` (None: uncapped)."""
+    run = check_at_least("attack.epochs", epochs, 1)
+    return run if max_epochs is None else min(run, check_at_least("attack.max_epochs", max_epochs, 1))
+
+
 class UniversalAttack(ABC):
     """One universal perturbation for a frozen classifier.
 

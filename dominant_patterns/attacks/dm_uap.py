@@ -44,7 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from dominant_patterns.attacks.activations import uniform_init
-from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
+from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped, capped_epochs
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.core.batches import to_float_batch
 from dominant_patterns.core.checks import check_at_least, check_positive
@@ -142,10 +142,8 @@ class DMUAP(IterationBudget, UniversalAttack):
                  clamp_inputs: bool = True, **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
         self.lr, self.weight_decay = check_positive("attack.lr", lr), float(weight_decay)
-        self.epochs, self.max_epochs, self.max_iterations = check_at_least("attack.epochs", epochs, 1), max_epochs, \
-            max_iterations
-        self.run_epochs = self.epochs if max_epochs is None else min(self.epochs, check_at_least(
-            "attack.max_epochs", max_epochs, 1))
+        self.epochs, self.max_epochs, self.max_iterations = int(epochs), max_epochs, max_iterations
+        self.run_epochs = capped_epochs(epochs, max_epochs)
         self.batch_size = check_at_least("attack.batch_size", batch_size, 1)
         self.max_images = None if max_images is None else check_at_least("attack.max_images", max_images, 1)
         self.beta, self.rho, self.aa = check_positive("attack.beta", beta), float(rho), float(aa)

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped
+from dominant_patterns.attacks.base import IterationBudget, UniversalAttack, capped, capped_epochs
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.attacks.validation import Validator
-from dominant_patterns.core.checks import check_at_least, check_class, check_positive
+from dominant_patterns.core.checks import check_class, check_positive
 from dominant_patterns.core.devices import to_memory_format
 from dominant_patterns.core.errors import ConfigError
 from dominant_patterns.core.loops import optimize_iterations
@@ -89,10 +89,8 @@ class FGUAP(IterationBudget, UniversalAttack):
                  target_class: int | None = None, target_weight: float = 0.1, **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
         self.lr, self.weight_decay = check_positive("attack.lr", lr), float(weight_decay)
-        self.epochs, self.max_epochs, self.max_iterations = check_at_least("attack.epochs", epochs, 1), max_epochs, \
-            max_iterations
-        self.run_epochs = self.epochs if max_epochs is None else min(self.epochs, check_at_least(
-            "attack.max_epochs", max_epochs, 1))
+        self.epochs, self.max_epochs, self.max_iterations = int(epochs), max_epochs, max_iterations
+        self.run_epochs = capped_epochs(epochs, max_epochs)
         self.feature_layer = feature_layer or last_linear(model.net)
         self.val_images, self.clamp_inputs = int(val_images), bool(clamp_inputs)
         self.target_class = check_class("attack.target_class", target_class, model.num_classes)

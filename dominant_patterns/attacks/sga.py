@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dominant_patterns.attacks.base import UniversalAttack
+from dominant_patterns.attacks.base import UniversalAttack, capped_epochs
 from dominant_patterns.attacks.card import AttackCard
 from dominant_patterns.core.checks import check_at_least, check_positive
 from dominant_patterns.core.devices import autocast, to_memory_format
@@ -57,9 +57,8 @@ class SGA(UniversalAttack):
                  max_iterations: int | None = None, batch_size: int = 250, minibatch: int = 10,
                  inner_iterations: int = 4, step_size: float = 0.1, beta: float = 9.0, **kwargs: Any) -> None:
         super().__init__(model, xi, **kwargs)
-        self.epochs, self.max_epochs = check_at_least("attack.epochs", epochs, 1), max_epochs
-        self.run_epochs = self.epochs if max_epochs is None else min(self.epochs, check_at_least(
-            "attack.max_epochs", max_epochs, 1))
+        self.epochs, self.max_epochs = int(epochs), max_epochs
+        self.run_epochs = capped_epochs(epochs, max_epochs)
         self.max_iterations = max_iterations
         caps = {"attack.max_iterations": max_iterations, "trainer.max_iterations": self.trainer.max_iterations}
         caps = {k: check_at_least(k, v, 1) for k, v in caps.items() if v is not None}
