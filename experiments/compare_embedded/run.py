@@ -62,8 +62,9 @@ def load_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """The sweep's finished records (``records.read_records``) in table order, each with its method's name."""
     records = []
     for path, record in read_records(sweep_dir):
-        overrides = path.parent / ".hydra" / "overrides.yaml"
-        if overrides.is_file():
+        overrides = next((p for p in (path.parent / ".hydra" / "overrides.yaml", path.parent / "overrides.yaml")
+                          if p.is_file()), None)
+        if overrides is not None:
             names = [o.split("=", 1)[1] for o in OmegaConf.load(overrides) if str(o).startswith("+method=")]
             record["method"] = names[0] if names else None
         records.append(record)
@@ -153,6 +154,8 @@ which runs
     {' '.join(['python'] + command([], Path('<sweep dir>'))[1:])}
 
 and then this table from `{rel}/*/metrics.json`{f' ({wall / 60:.0f} min wall time in total)' if wall else ''}.
+The finished records are kept in `records/` (`python experiments/compare_embedded/run.py --collect
+experiments/compare_embedded/records` rebuilds this table from them).
 
 {table(records)}
 
