@@ -180,7 +180,7 @@ class StubWandb(types.SimpleNamespace):
         run_dir = wandb_dir / f"{'offline-' if kwargs['mode'] == 'offline' else ''}run-20260101_000001-xyz" / "files"
         run_dir.mkdir(parents=True)
         return types.SimpleNamespace(dir=str(run_dir), url="https://wandb.example/run", log=lambda *a, **k: None,
-                                     summary={}, finish=lambda **k: None)
+                                     summary={}, finish=lambda **k: None, define_metric=lambda *a, **k: None)
 
 
 @pytest.fixture
