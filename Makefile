@@ -155,6 +155,7 @@ budget-embedded: venv  ## EfficientNet-Lite0 on the photo pool: ours (CoS/ED/KLD
 	nice -n $${NICE:-10} $(call experiment,budget_embedded_ours) $(EMBEDDED_ARGS) $(ARGS)
 	nice -n $${NICE:-10} $(call experiment,budget_embedded_baselines) $(EMBEDDED_ARGS) $(ARGS)
 	$(PY) experiments/budget_embedded/run.py
+	$(PY) -m dominant_patterns.report --claims docs/claims.md --budget-section --records experiments/budget_embedded/records
 
 .PHONY: claims claims-report sweep-embedded dashboard report-check
 sweep-embedded: venv  ## EfficientNet-Lite0/1/2 x photos/synthetic x ED/CoS: the offline miniature of the 7 x 3 sweep (12 jobs, CPU)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import CONF
 
+from dominant_patterns.apps.report import main as report_main
 from dominant_patterns.attacks.catalog import attack_catalog
 from dominant_patterns.reporting.budget_claims import at_passes, budget_claims, budget_section
 from dominant_patterns.runs.records import read_records
@@ -70,3 +71,23 @@ def test_budget_table_cells_are_the_first_point_at_or_after_each_checkpoint(tmp_
     assert "| 10.0 | 50.0 | 70.0 | 90.0 |" in cos  # dominance at 2k, 8k, 16k, 64k
     tuap = next(line for line in lines if line.startswith("| TUAP"))
     assert "| 10.0 | 10.0 | 10.0 | - |" in tuap
+
+
+def test_budget_section_alone_rewrites_only_its_section(tmp_path: Path) -> None:
+    """``report --claims PAGE --budget-section`` keeps the page's other sections (their records may be gone) and
+    takes the scorecard column from the page's own table; a second run replaces the section, never stacks it."""
+    fake_runs(tmp_path / "records")
+    doc = tmp_path / "claims.md"
+    title = budget_claims(tmp_path / "records")[1][1].title
+    head = ("# Claims\n\n| # | claim | paper | ours | verdict |\n|---|---|---|---|---|\n"
+            f"| 2 | {title} | p | o | **mixed** |\n\n")
+    tail = "## 1. Existence\n\nkept as it was\n"
+    doc.write_text(head + tail)
+    for _ in range(2):
+        report_main(["--claims", str(doc), "--budget-section", "--outputs", str(tmp_path / "none"),
+                     "--records", str(tmp_path / "records")])
+        page = doc.read_text()
+        assert page.startswith(head) and page.endswith("\n\n" + tail)
+        assert page.count("## Verdicts by budget") == 1
+        loss_row = next(line for line in page.splitlines() if line.startswith(f"| {title} |"))
+        assert "| mixed (n = 3) |" in loss_row and "yes: does not hold at 2k, holds at 64k" in loss_row

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dominant_patterns.reporting import __doc__ as DOC
 from dominant_patterns.reporting.build import build_report
-from dominant_patterns.reporting.scorecard import build_claims, strongest_baselines
+from dominant_patterns.reporting.scorecard import build_claims, strongest_baselines, update_budget_section
 from dominant_patterns.reporting.table_specs import SCALES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "from the embedded runs instead of the tables")
     parser.add_argument("--strongest", nargs="*", default=[], help="with --claims: the baselines compared with "
                         "the dominant pattern and Cosine-UAP over seeds")
+    parser.add_argument("--budget-section", action="store_true", help="with --claims: rewrite only the page's "
+                        "'Verdicts by budget' section from the budget_embedded records (e.g. --records "
+                        "experiments/budget_embedded/records), keeping the rest of the page")
     parser.add_argument("--print-strongest", type=int, metavar="N", help="print the N strongest baselines of the "
                         "embedded Table 3 (comma-separated) and exit")
     args = parser.parse_args(argv)
@@ -36,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(",".join(strongest_baselines(roots, args.print_strongest)))
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.claims and args.budget_section:
+        try:
+            print(update_budget_section(roots, args.claims))
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
+        print(f"claims: {args.claims} (its budget section)")
+        return
     if args.claims:
         claims = build_claims(roots, args.claims, args.experiments, args.strongest)
         for c in claims:

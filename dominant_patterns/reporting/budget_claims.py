@@ -10,7 +10,7 @@ method ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -24,6 +24,8 @@ FIT_SET = "photo_pool"
 SMALL = 2000
 #: The large budget of each claim (claims 1-2: ours to 64k; claim 3: every method to 16k).
 LARGE = {"existence": 64000, "loss": 64000, "baselines": 16000}
+#: The heading of the claims page's section written by :func:`budget_section`.
+BUDGET_HEADING = "## Verdicts by budget"
 CURVE_KEYS = ("fooling_rate", "dominance_ratio", "top1_ratio", "top3_ratio", "top5_ratio", "dominant_class",
               "dominant_class_name", "dominant_confidence")
 
@@ -60,13 +62,14 @@ def seeds_of(df: pd.DataFrame) -> int:
     return int(df["seed"].nunique()) if not df.empty and "seed" in df.columns else 0
 
 
-def budget_section(roots: Roots, three_seed: dict[str, Claim]) -> list[str]:
-    """The scorecard's section: each claim's verdict at 2k passes, at the large budget and over three seeds."""
+def budget_section(roots: Roots, three_seed: Mapping[str, str]) -> list[str]:
+    """The scorecard's section: each claim's verdict at 2k passes, at the large budget and over three seeds
+    (``three_seed``: the scorecard's verdict by claim title)."""
     records = read_records(roots, [TASK])
     if not records:
-        return ["## Verdicts by budget", "", "No `budget_embedded` records yet (`make budget-embedded`).", ""]
+        return [BUDGET_HEADING, "", "No `budget_embedded` records yet (`make budget-embedded`).", ""]
     n = seeds_of(at_passes(records, SMALL))
-    lines = ["## Verdicts by budget", "",
+    lines = [BUDGET_HEADING, "",
              f"The same rules, on the runs of `make budget-embedded` (EfficientNet-Lite0, photo pool, n = {n} seed), "
              "read "
              f"from each run's anytime curve at {SMALL:,} image passes (the embedded scorecard's budget: 640 crops x 3 "
@@ -77,11 +80,11 @@ def budget_section(roots: Roots, three_seed: dict[str, Claim]) -> list[str]:
              "|---|---|---|---|---|"]
     verdicts = budget_claims(roots)
     for key, small, large in verdicts:
-        base = three_seed.get(key)
+        base = three_seed.get(small.title)
         depends = ("no" if small.verdict == large.verdict else
                    f"yes: {small.verdict} at {SMALL // 1000}k, {large.verdict} at {LARGE[key] // 1000}k")
         lines.append(f"| {small.title} | {small.verdict} (n = {n}) | {large.verdict} at {LARGE[key] // 1000}k "
-                     f"(n = {n}) | {base.verdict if base else '-'} (n = 3) | {depends} |")
+                     f"(n = {n}) | {base or '-'} (n = 3) | {depends} |")
     lines.append("")
     for key, small, large in verdicts:
         lines += [f"### {small.title}: at {SMALL:,} passes", "", small.detail, "",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dominant_patterns.reporting.budget_claims import budget_section
+from dominant_patterns.reporting.budget_claims import BUDGET_HEADING, budget_section
 from dominant_patterns.reporting.claim_data import MODELS, Claim
 from dominant_patterns.reporting.claims import (
     RULES,
@@ -90,7 +90,7 @@ def build_claims(outputs: Roots, doc: Path, experiments_dir: Path, strongest: Se
     for i, c in enumerate(claims, 1):
         lines.append(f"| {i} | {c.title} | {c.paper} | {c.ours} | **{c.verdict}** |")
     lines.append("")
-    lines += budget_section(outputs, {c.key: c for c in claims})
+    lines += budget_section(outputs, {c.title: c.verdict for c in claims})
     for i, c in enumerate(claims, 1):
         lines += [f"## {i}. {c.title}", "", f"**Verdict: {c.verdict}.** Rule: {RULES[c.key]}", "",
                   f"Paper: {c.paper}.", "", c.detail, ""]
@@ -101,3 +101,31 @@ def build_claims(outputs: Roots, doc: Path, experiments_dir: Path, strongest: Se
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines).rstrip() + "\n")
     return claims
+
+
+def page_verdicts(page: str) -> dict[str, str]:
+    """Each claim's verdict by title, read from a claims page's scorecard table (``| i | title | ... | **v** |``)."""
+    rows = re.findall(r"^\| \d+ \| (.+?) \|.*\| \*\*(.+?)\*\* \|$", page, flags=re.M)
+    return dict(rows)
+
+
+def update_budget_section(outputs: Roots, doc: Path) -> str:
+    """Rewrite only the "Verdicts by budget" section of the claims page ``doc`` from the ``budget_embedded``
+    records under ``outputs``, keeping the rest (whose records need not be here); the section's "embedded
+    scorecard" column is read from the page's own table. Returns the new section."""
+    if not doc.is_file():
+        raise FileNotFoundError(f"no claims page at {doc}: write it first with --claims {doc} (from the embedded runs)")
+    page = doc.read_text()
+    section = "\n".join(budget_section(outputs, page_verdicts(page))) + "\n"
+    start = page.find(f"\n{BUDGET_HEADING}\n")
+    first_claim = re.search(r"^## 1\. ", page, flags=re.M)
+    if start >= 0:
+        end = re.compile(r"^## ", flags=re.M).search(page, start + len(BUDGET_HEADING) + 2)
+        stop = end.start() if end else len(page)
+        page = page[:start + 1] + section + page[stop:]
+    elif first_claim:
+        page = page[:first_claim.start()] + section + page[first_claim.start():]
+    else:
+        page = page.rstrip() + "\n\n" + section
+    doc.write_text(page)
+    return section
