@@ -313,8 +313,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             curve = attach_curve(attack, cfg, model, settings, plan, data, recorders)
             attack.checkpointer = checkpointer
             loaders = fit_loaders(cfg, settings, model, plan, data)
-            log.info("fitting %s on %s (%d images, %d epochs) for %s%s", attack.name, data[0].fit_set.name,
-                     len(data[0].fit_set), settings.epochs, model.name, plan.fit_note())
+            budget = attack.trainer.budget
+            log.info("fitting %s on %s (%d images, %s) for %s%s", attack.name, data[0].fit_set.name,
+                     len(data[0].fit_set), f"{settings.epochs} epochs" if budget is None else f"to {budget} passes",
+                     model.name, plan.fit_note())
             meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]), "seeds": plan.seeds}
             deltas, fit_seconds = fit_attack(attack, plan, loaders, job.out_dir, meta, checkpointer)
             fit = JointFit(attack, fit_seconds, checkpointer.segments, int(resumed["step"]) if resumed else None,
