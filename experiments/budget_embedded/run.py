@@ -79,15 +79,17 @@ def pct(x: Any) -> str:
 
 def table(records: list[tuple[Path, dict[str, Any]]]) -> str:
     head = ["method", *(f"{label} @{n // 1000}k" for label in METRICS.values() for n in CHECKPOINTS),
-            "class @end", "passes run", "fit s"]
+            "class @end", "returned pattern: fooling / dominance %", "passes run", "fit s (curve s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in records:
         curve = r.get("curve") or []
         cells = [pct(at(curve, n, key)) for key in METRICS for n in CHECKPOINTS]
         last = curve[-1] if curve else {}
+        final, timing = r.get("metrics") or {}, r["timing"]
         lines.append("| " + " | ".join([method_name(r), *cells, str(last.get("dominant_class_name", "-")),
+                                        f"{pct(final.get('fooling_rate'))} / {pct(final.get('dominance_ratio'))}",
                                         f"{attack_info(r).get('passes', 0):,}",
-                                        f"{r['timing']['fit_seconds']:.0f}"]) + " |")
+                                        f"{timing['fit_seconds']:.0f} ({timing.get('curve_seconds', 0):.0f})"]) + " |")
     return "\n".join(lines)
 
 
@@ -123,7 +125,9 @@ the photo pool's fit scenes, the curve measured on {first['eval_size']} crops of
 49 natural photographs from 6 registry packages, split by scene; `conf/dataset/photo_pool.yaml`), seed 0,
 xi = 10/255. The dominant pattern runs to 64k passes with each loss, every baseline to 16k (its
 `conf/method/` entry; the budget replaces the entry's CPU caps). A cell "at N" is the first curve point at or
-after N passes (measured at the end of the step that reaches the grid value 1k, 2k, 4k, ...). One seed: a few
+after N passes (measured at the end of the step that reaches the grid value 1k, 2k, 4k, ...); "returned
+pattern" is the final record: the pattern the method returns (e.g. its best by its own validation on fit images),
+scored on the same held-out crops. "Passes run" counts gradient passes only. One seed: a few
 points are within run-to-run noise. Floors on the same crops: random noise {noise}% fooling, random sign {sign}%.
 
 Produced by `make budget-embedded` (the sweeps `experiment=budget_embedded_ours` and
