@@ -54,6 +54,11 @@ def test_the_budget_changes_the_verdicts_only_through_the_curves(tmp_path: Path)
     assert verdicts["baselines"][0] != verdicts["baselines"][1]  # TUAP ahead at 2k, behind at 16k
     page = "\n".join(budget_section(tmp_path, {}))
     assert "n = 1 seed" in page and "yes: does not hold at 2k, holds at 64k" in page
+    reached = {line.split(" passes: ")[0][len("- Runs that reached "):]: line.split(" passes: ")[1]
+               for line in page.splitlines() if line.startswith("- Runs that reached")}
+    assert "TUAP" in reached["16,000"] and "TUAP" not in reached["64,000"] and "(KLLoss)" in reached["64,000"]
+    missing = next(line for line in page.splitlines() if line.startswith("- Claim 3 at 16k compares with 1 of"))
+    assert "Cosine-UAP" in missing and "TUAP," not in missing and "its verdict can change" in missing.lower()
 
 
 def test_budget_table_cells_are_the_first_point_at_or_after_each_checkpoint(tmp_path: Path,

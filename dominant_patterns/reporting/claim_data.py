@@ -15,6 +15,8 @@ from dominant_patterns.reporting.render import to_markdown
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 XI_10 = 10 / 255
 HOLDS, FAILS, MIXED, UNTESTABLE = "holds", "does not hold", "mixed", "not testable offline"
+#: The command that makes the scorecard's runs (named where a claim has none).
+MAKE_CLAIMS = "make claims"
 
 
 @dataclass
@@ -106,6 +108,6 @@ def summary(rows: list[dict[str, Any]], key: str, prefix: str = "", cols: Sequen
 
 def table(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return "_No records for this claim: run `make claims`._"
+        return f"_No records for this claim: run `{MAKE_CLAIMS}`._"
     frame = pd.DataFrame(rows)
     return to_markdown(frame.set_index(frame.columns[0]), frame.columns[0])
