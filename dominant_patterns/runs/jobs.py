@@ -162,12 +162,12 @@ def stop_after_interrupt(exc: Interrupted) -> None:
     hydra_cfg = HydraConfig.get()
     command = APPS.get(_app_of(hydra_cfg), APPS["run"])
     if hydra_cfg.mode == RunMode.RUN:
-        how = " ".join([*hydra_cfg.overrides.task, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"])
+        how = " ".join([command, *hydra_cfg.overrides.task, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"])
     else:
-        how = f"the same sweep with hydra.sweep.dir={hydra_cfg.sweep.dir}"
+        how = f"the same sweep ({command} -m ...) with hydra.sweep.dir={hydra_cfg.sweep.dir}"
     record_job(hydra_cfg, list(hydra_cfg.overrides.task), "interrupted", str(exc))
     log.warning("%s; continue with: %s", exc, how)
-    print(f"{exc}\ncontinue with: {command} {how}", file=sys.stderr, flush=True)
+    print(f"{exc}\ncontinue with: {how}", file=sys.stderr, flush=True)
     if callable(exc.previous_handler):  # submitit: checkpoint() and requeue, then it exits itself
         exc.previous_handler(exc.signum, None)
     sys.exit(128 + exc.signum)
