@@ -26,10 +26,19 @@ def record(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("curves")
-    dirs = {"plain": tmp / "plain", "curve": tmp / "curve"}
+    dirs = {"plain": tmp / "plain", "curve": tmp / "curve", "budget": tmp / "budget"}
     assert app(tmp, f"hydra.run.dir={dirs['plain']}").returncode == 0
     assert app(tmp, f"hydra.run.dir={dirs['curve']}", *CURVE).returncode == 0
+    assert app(tmp, f"hydra.run.dir={dirs['budget']}", "trainer.budget=40").returncode == 0
     return dirs
+
+
+def test_a_budget_run_records_what_it_spent(runs: dict[str, Path]) -> None:
+    """The record's pass count and throughput are the fit's, not the epochs x images the budget replaced."""
+    budget = record(runs["budget"])
+    assert budget["attack_info"]["passes"] == 45  # the first step at or past 40 passes: 5 steps of 9
+    timing = budget["timing"]
+    assert timing["fit_images_per_second"] == pytest.approx(45 / timing["fit_seconds"])
 
 
 def test_points_at_the_grid_and_no_effect_on_the_fit(runs: dict[str, Path]) -> None:

@@ -191,13 +191,12 @@ def write_summary(out_dir: Path, record: dict[str, Any]) -> None:
 
 @dataclass
 class JointFit:
-    """What the patterns of one job share: the fitted attack, its seconds, where it resumed, all its fit images."""
+    """What the patterns of one job share: the fitted attack (its pass meter), its seconds, where it resumed."""
 
     attack: UniversalAttack
     seconds: float
     segments: int
     resumed_from_step: int | None
-    fit_images: int
     plan: PatternPlan
     curve: AnytimeCurve | None = None
 
@@ -227,7 +226,8 @@ def finish_pattern(cfg: DictConfig, model: ClassifierWrapper, settings: TrainerS
         "fit_segments": fit.segments,
         "eval_seconds": eval_seconds,
         "cache_build_seconds": data.cache_seconds,
-        "fit_images_per_second": settings.epochs * fit.fit_images / fit.seconds if fit.seconds else None,
+        # what the fit spent (its pass meter: budgets, caps and early stops included), not epochs x images
+        "fit_images_per_second": attack.meter.passes / fit.seconds if fit.seconds else None,
         "eval_images_per_second": n_eval * (n_patterns + 1) / eval_seconds if eval_seconds else None,
         **joint_timing,
         **({"curve_seconds": fit.curve.seconds} if fit.curve is not None else {}),  # inside fit_seconds
@@ -320,7 +320,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]), "seeds": plan.seeds}
             deltas, fit_seconds = fit_attack(attack, plan, loaders, job.out_dir, meta, checkpointer)
             fit = JointFit(attack, fit_seconds, checkpointer.segments, int(resumed["step"]) if resumed else None,
-                           sum(len(d.fit_set) for d in data), plan, curve)
+                           plan, curve)
             results = [slot.previous if recorder is None else  # finished before an interruption: kept
                        finish_pattern(cfg, model, settings, fit, i, d, recorder, delta)
                        for i, (slot, d, recorder, delta) in enumerate(zip(plan.slots, data, recorders, deltas,
