@@ -6,9 +6,9 @@
 
 Reads the finished records of ``task_name=budget_embedded`` under ``outputs/`` and ``records/`` beside this file,
 copies each finished ``metrics.json`` (with its curve; no ``.pt``) into ``records/<job>/``, and writes
-``README.md`` (each metric at 2k, 8k, 16k and 64k passes), ``dominance.png`` and ``fooling.png`` (one line per
-method, log x-axis). A point "at N passes" is the curve's first point at or after N: the loop measures at the end of
-the first step that reaches each grid value.
+``README.md`` (each metric at 2k, 8k, 16k and 64k passes, then the hand-written ``reading.md``), ``dominance.png``
+and ``fooling.png`` (one line per method, log x-axis). A point "at N passes" is the curve's first point at or
+after N: the loop measures at the end of the first step that reaches each grid value.
 """
 
 from __future__ import annotations
@@ -102,6 +102,11 @@ def figure(records: list[tuple[Path, dict[str, Any]]], key: str, label: str, pat
             ours = attack_info(r).get("card", {}).get("ours")
             ax.plot([p["passes"] for p in curve], [100 * p[key] for p in curve], marker="o", markersize=3,
                     linewidth=2.2 if ours else 1.0, label=method_name(r))
+    floors = records[0][1].get("floors", {}) if records else {}
+    for name, style in (("random_noise", ":"), ("random_sign", "--")):
+        if key in floors.get(name, {}):
+            ax.axhline(100 * floors[name][key], color="grey", linestyle=style, linewidth=1,
+                       label=f"floor: {name.replace('_', ' ')}")
     ax.set_xscale("log")
     ax.set_xlabel("image passes with an input gradient (log)")
     ax.set_ylabel(label)
@@ -110,6 +115,11 @@ def figure(records: list[tuple[Path, dict[str, Any]]], key: str, label: str, pat
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reading(path: Path) -> str:
+    """The hand-written reading of the curves (``reading.md`` beside this file), if there is one."""
+    return f"\n## Reading\n\n{path.read_text().strip()}\n" if path.is_file() else ""
 
 
 def write(records: list[tuple[Path, dict[str, Any]]], note: str) -> Path:
@@ -138,7 +148,7 @@ are in `records/` (`python -m dominant_patterns.report --records experiments/bud
 
 ![dominance](dominance.png)
 ![fooling](fooling.png)
-
+{reading(HERE / "reading.md")}
 Machine: {note or 'load not recorded'}.
 """
     out = HERE / "README.md"
