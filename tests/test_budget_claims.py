@@ -96,3 +96,25 @@ def test_budget_section_alone_rewrites_only_its_section(tmp_path: Path) -> None:
         assert page.count("## Verdicts by budget") == 1
         loss_row = next(line for line in page.splitlines() if line.startswith(f"| {title} |"))
         assert "| mixed (n = 3) |" in loss_row and "yes: does not hold at 2k, holds at 64k" in loss_row
+
+
+def test_a_method_that_stopped_itself_keeps_its_returned_pattern_at_larger_budgets(tmp_path: Path,
+                                                                                     monkeypatch) -> None:  # noqa: ANN001
+    """FFF's own validation rule ends it at ~4k passes under a 16k budget: at 8k and 16k it is its returned
+    pattern (marked), not missing; a run cut by its budget is missing beyond it."""
+    fake_runs(tmp_path / "outputs")
+    write(tmp_path / "outputs", "fff", "fff", None, dict(zip(GRID[:3], (0.2, 0.3, 0.35), strict=True)),
+          dict(zip(GRID[:3], (0.7, 0.8, 0.85), strict=True)))
+    records = read_records(tmp_path / "outputs", ["budget_embedded"])
+    late = at_passes(records, 16000).set_index("attack")
+    assert late.loc["fff", "stopped"] and late.loc["fff", "curve_passes"] == 4011
+    assert not late.loc["tuap", "stopped"] and "tuap" not in set(at_passes(records, 64000)["attack"])
+    spec = importlib.util.spec_from_file_location("budget", CONF.parent / "experiments/budget_embedded/run.py")
+    assert spec is not None and spec.loader is not None
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    monkeypatch.setattr(budget, "HERE", tmp_path / "experiment")
+    fff = next(line for line in budget.table(budget.collect(tmp_path / "outputs")).splitlines()
+               if line.startswith("| FFF"))
+    assert "| 30.0 | 35.0 † | 35.0 † | 35.0 † |" in fff  # dominance at 2k, then its returned pattern
+

@@ -19,7 +19,7 @@ from dominant_patterns.attacks.catalog import attack_catalog, attack_label
 from dominant_patterns.reporting.claim_data import MAKE_CLAIMS, UNTESTABLE, Claim
 from dominant_patterns.reporting.claims import baselines, claim_baselines, claim_existence, claim_loss
 from dominant_patterns.runs.display import LOSS_NAMES
-from dominant_patterns.runs.records import Roots, read_records, record_to_row
+from dominant_patterns.runs.records import Roots, attack_info, read_records, record_to_row
 
 TASK = "budget_embedded"
 FIT_SET = "photo_pool"
@@ -32,15 +32,37 @@ CURVE_KEYS = ("fooling_rate", "dominance_ratio", "top1_ratio", "top3_ratio", "to
               "dominant_class_name", "dominant_confidence")
 
 
+#: The budget of each run of the experiment (``experiment=budget_embedded_ours`` / ``_baselines``).
+RUN_BUDGET = {"ours": 64000, "baselines": 16000}
+
+
+def stopped_itself(record: dict[str, Any]) -> bool:
+    """The fit finished before its budget: the method's own stopping rule ended it (under ``trainer.budget`` the
+    budget replaces epochs and iteration caps), so more passes would not have changed its result."""
+    info = attack_info(record)
+    budget = RUN_BUDGET["ours" if info.get("card", {}).get("ours") else "baselines"]
+    return record.get("status") == "finished" and 0 < info.get("passes", 0) < budget
+
+
+def point_at(record: dict[str, Any], passes: int) -> tuple[dict[str, Any] | None, bool]:
+    """The curve's first point at or after ``passes``; for a method that stopped itself before ``passes``, its
+    returned pattern's metrics at the passes it spent (then True)."""
+    point = next((p for p in record.get("curve") or [] if p["passes"] >= passes), None)
+    if point is None and stopped_itself(record):
+        return {**record["metrics"], "passes": attack_info(record)["passes"]}, True
+    return point, False
+
+
 def at_passes(records: Sequence[tuple[Any, dict[str, Any]]], passes: int) -> pd.DataFrame:
-    """One row per record that reached ``passes``, its metrics those of its first curve point at or after it."""
+    """One row per record that reached ``passes`` (or stopped itself before), its metrics those of
+    :func:`point_at`."""
     rows = []
     for path, record in records:
-        point = next((p for p in record.get("curve") or [] if p["passes"] >= passes), None)
+        point, stopped = point_at(record, passes)
         if point is None:
             continue
         row = record_to_row(record, path)
-        row.update({k: point[k] for k in CURVE_KEYS if k in point}, curve_passes=point["passes"])
+        row.update({k: point[k] for k in CURVE_KEYS if k in point}, curve_passes=point["passes"], stopped=stopped)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -111,7 +133,9 @@ def coverage(records: Sequence[tuple[Any, dict[str, Any]]]) -> list[str]:
     lines = []
     for passes in sorted({SMALL, *LARGE.values()}):
         df = at_passes(records, passes)
-        runs = sorted({run_label(a, loss) for a, loss in zip(df.get("attack", []), df.get("loss", []), strict=True)})
+        runs = sorted({run_label(a, loss) + (" (stopped itself earlier: its returned pattern)" if stop else "")
+                       for a, loss, stop in zip(df.get("attack", []), df.get("loss", []), df.get("stopped", []),
+                                                strict=True)})
         lines.append(f"- Runs that reached {passes:,} passes: {', '.join(runs) or 'none'}.")
     expected = dict.fromkeys([*baselines("table3_label_dependent"), *baselines("table4_proxy")])
     done = set(at_passes(records, LARGE["baselines"]).get("attack", []))

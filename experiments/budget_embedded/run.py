@@ -22,6 +22,7 @@ from typing import Any
 
 from dominant_patterns.analysis.artifacts import pyplot
 from dominant_patterns.attacks.card import display_name, row_rank
+from dominant_patterns.reporting.budget_claims import point_at
 from dominant_patterns.runs.display import LOSS_NAMES
 from dominant_patterns.runs.records import attack_info, read_records
 
@@ -67,10 +68,11 @@ def collect(outputs: Path) -> list[tuple[Path, dict[str, Any]]]:
     return sorted(found.values(), key=lambda item: (row_rank(attack_info(item[1])), str(item[1].get("loss"))))
 
 
-def at(curve: list[dict[str, Any]], passes: int, key: str) -> Any:
-    """The curve's value at its first point at or after ``passes`` (None when the fit stopped before)."""
-    point = next((p for p in curve if p["passes"] >= passes), None)
-    return None if point is None else point[key]
+def at(record: dict[str, Any], passes: int, key: str) -> str:
+    """The cell at ``passes``: the curve's first point at or after it; for a method that stopped itself before,
+    its returned pattern's value marked with a dagger; "-" when the fit was not run that far."""
+    point, stopped = point_at(record, passes)
+    return "-" if point is None else pct(point[key]) + (" †" if stopped else "")
 
 
 def pct(x: Any) -> str:
@@ -83,7 +85,7 @@ def table(records: list[tuple[Path, dict[str, Any]]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in records:
         curve = r.get("curve") or []
-        cells = [pct(at(curve, n, key)) for key in METRICS for n in CHECKPOINTS]
+        cells = [at(r, n, key) for key in METRICS for n in CHECKPOINTS]
         last = curve[-1] if curve else {}
         final, timing = r.get("metrics") or {}, r["timing"]
         lines.append("| " + " | ".join([method_name(r), *cells, str(last.get("dominant_class_name", "-")),
@@ -137,7 +139,8 @@ xi = 10/255. The dominant pattern runs to 64k passes with each loss, every basel
 `conf/method/` entry; the budget replaces the entry's CPU caps). A cell "at N" is the first curve point at or
 after N passes (measured at the end of the step that reaches the grid value 1k, 2k, 4k, ...); "returned
 pattern" is the final record: the pattern the method returns (e.g. its best by its own validation on fit images),
-scored on the same held-out crops. "Passes run" counts gradient passes only. One seed: a few
+scored on the same held-out crops; † = the method stopped itself (its own validation rule) before that budget,
+so the cell is its returned pattern. "Passes run" counts gradient passes only. One seed: a few
 points are within run-to-run noise. Floors on the same crops: random noise {noise}% fooling, random sign {sign}%.
 
 Produced by `make budget-embedded` (the sweeps `experiment=budget_embedded_ours` and
