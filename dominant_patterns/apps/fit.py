@@ -313,9 +313,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             curve = attach_curve(attack, cfg, model, settings, plan, data, recorders)
             attack.checkpointer = checkpointer
             loaders = fit_loaders(cfg, settings, model, plan, data)
-            budget = attack.trainer.budget
             log.info("fitting %s on %s (%d images, %s) for %s%s", attack.name, data[0].fit_set.name,
-                     len(data[0].fit_set), f"{settings.epochs} epochs" if budget is None else f"to {budget} passes",
+                     len(data[0].fit_set),
+                     f"{settings.epochs} epochs" if settings.budget is None else f"to {settings.budget} passes",
                      model.name, plan.fit_note())
             meta = {**(recorders[0].identity if recorders[0] is not None else identities[0]), "seeds": plan.seeds}
             deltas, fit_seconds = fit_attack(attack, plan, loaders, job.out_dir, meta, checkpointer)

@@ -24,16 +24,14 @@ from dominant_patterns.runs.records import Roots, attack_info, read_records, rec
 TASK = "budget_embedded"
 FIT_SET = "photo_pool"
 SMALL = 2000
-#: The large budget of each claim (claims 1-2: ours to 64k; claim 3: every method to 16k).
-LARGE = {"existence": 64000, "loss": 64000, "baselines": 16000}
+#: The budget of each run of the experiment (``experiment=budget_embedded_ours`` / ``_baselines``).
+RUN_BUDGET = {"ours": 64000, "baselines": 16000}
+#: The large budget of each claim (claims 1-2: ours to its budget; claim 3: every method to the baselines' one).
+LARGE = {"existence": RUN_BUDGET["ours"], "loss": RUN_BUDGET["ours"], "baselines": RUN_BUDGET["baselines"]}
 #: The heading of the claims page's section written by :func:`budget_section`.
 BUDGET_HEADING = "## Verdicts by budget"
 CURVE_KEYS = ("fooling_rate", "dominance_ratio", "top1_ratio", "top3_ratio", "top5_ratio", "dominant_class",
               "dominant_class_name", "dominant_confidence")
-
-
-#: The budget of each run of the experiment (``experiment=budget_embedded_ours`` / ``_baselines``).
-RUN_BUDGET = {"ours": 64000, "baselines": 16000}
 
 
 def stopped_itself(record: dict[str, Any]) -> bool:
@@ -131,14 +129,14 @@ def coverage(records: Sequence[tuple[Any, dict[str, Any]]]) -> list[str]:
     """Which runs reached each budget, and the baselines of Tables 3/4 that claim 3 at 16k still lacks: a verdict
     over some of the baselines can change when the others finish."""
     lines = []
-    for passes in sorted({SMALL, *LARGE.values()}):
-        df = at_passes(records, passes)
+    frames = {passes: at_passes(records, passes) for passes in sorted({SMALL, *LARGE.values()})}
+    for passes, df in frames.items():
         runs = sorted({run_label(a, loss) + (" (stopped itself earlier: its returned pattern)" if stop else "")
                        for a, loss, stop in zip(df.get("attack", []), df.get("loss", []), df.get("stopped", []),
                                                 strict=True)})
         lines.append(f"- Runs that reached {passes:,} passes: {', '.join(runs) or 'none'}.")
     expected = dict.fromkeys([*baselines("table3_label_dependent"), *baselines("table4_proxy")])
-    done = set(at_passes(records, LARGE["baselines"]).get("attack", []))
+    done = set(frames[LARGE["baselines"]].get("attack", []))
     missing = [attack_label(a) for a in expected if a not in done]
     if missing:
         lines.append(f"- Claim 3 at {LARGE['baselines'] // 1000}k compares with {len(expected) - len(missing)} of the "
