@@ -87,6 +87,10 @@ def test_budget_replaces_epochs_and_iterations() -> None:
     tuap = build("tuap", budget=30)  # its 10 iterations of 12 would be 120 passes
     fit(tuap)
     assert tuap.meter.passes == 36 and tuap.checkpointer.step == 3
+    # the record's budget note states the budget, not the epochs or iteration cap it replaced
+    assert dominant.describe()["budget_note"] == "153 of 150 passes (trainer.budget)"
+    assert tuap.describe()["budget_note"] == "36 of 30 passes (trainer.budget)"
+    assert build("tuap").describe()["budget_note"].endswith("it (cap 10 of 2000)")
 
 
 @pytest.mark.parametrize(("case", "passes", "forward"), [

@@ -166,7 +166,15 @@ class UniversalAttack(ABC):
         """What the record says about the attack: its card, this instance's settings and what it ran."""
         return {"name": self.name, "display_name": self.display_name, "xi": self.xi, "data_free": self.data_free,
                 "data_setting": self.data_setting, "card": self.card.describe(), **self.meter.report(),
-                "budget_note": self.budget_note(), "data_note": self.data_note()}
+                "budget_note": self.spent_note(), "data_note": self.data_note()}
+
+    def spent_note(self) -> str:
+        """The record's budget note: under ``trainer.budget`` the passes run of it (the budget replaces the
+        attack's own epochs, iterations or caps, so their note would misstate the run); else :meth:`budget_note`."""
+        budget = self.trainer.budget
+        if budget is None:
+            return self.budget_note()
+        return f"{self.meter.passes:,} of {budget:,} passes (trainer.budget)"
 
     def budget_note(self) -> str:
         """What the fit ran in the attack's own unit (the embedded comparison's budget column)."""
