@@ -15,6 +15,7 @@ from conftest import CONF, read_wandb_offline, run_app
 from hydra import compose, initialize_config_dir
 
 from dominant_patterns.runs.app_index import APPS, experiment_app
+from dominant_patterns.runs.hydra_hooks import register_resolvers
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["model=tiny", "dataset=synthetic", "logger=none", "trainer.epochs=1", "trainer.progress=false",
@@ -121,3 +122,18 @@ def test_experiment_runs_tiny(source_run: Path, experiment: str) -> None:
     module, _ = entry_point(experiment)
     proc = run_app(source_run, f"experiment={experiment}", *tiny_overrides(experiment), module=module, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("method", "capped", "under_budget"), [("uap", 16, None), ("dm_uap", 32, 500)])
+def test_budget_lifts_a_method_entrys_data_cap(method: str, capped: int, under_budget: int | None) -> None:
+    """A method entry's CPU cap on the fit data holds in the embedded comparison; ``trainer.budget`` (the
+    compute-matched sweep) lifts it to the published setting; an explicit override still wins."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        plain = compose(config_name="config", overrides=[f"+method={method}"])
+        budgeted = compose(config_name="config", overrides=[f"+method={method}", "trainer.budget=16000"])
+        pinned = compose(config_name="config", overrides=[f"+method={method}", "trainer.budget=16000",
+                                                          "attack.max_images=8"])
+    assert plain.attack.max_images == capped
+    assert budgeted.attack.max_images == under_budget
+    assert pinned.attack.max_images == 8

@@ -1,5 +1,6 @@
 """What the apps hand to Hydra: the resolvers of the configs (``${gpus_or:N}`` sizes the launchers,
-``${attacks_of:TABLE}`` / ``${methods_of:TABLE}`` list a paper table's methods from the attacks' cards) and the
+``${attacks_of:TABLE}`` / ``${methods_of:TABLE}`` list a paper table's methods from the attacks' cards,
+``${cpu_cap:CAP,UNDER_BUDGET}`` is a method entry's data cap that ``trainer.budget`` lifts) and the
 callback that checks what must hold before Hydra creates the output dir (``hydra.callbacks`` in
 ``conf/hydra/default.yaml``; the sweep report is :class:`~dominant_patterns.runs.sweep_status.SweepStatus`)."""
 
@@ -33,6 +34,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("attacks_of", lambda table: ",".join(table_attacks(table)))
     if not OmegaConf.has_resolver("methods_of"):
         OmegaConf.register_new_resolver("methods_of", lambda table: ",".join(methods_of(table)))
+    if not OmegaConf.has_resolver("cpu_cap"):
+        OmegaConf.register_new_resolver("cpu_cap", cpu_cap)
+
+
+def cpu_cap(cap: Any, under_budget: Any = None, *, _root_: DictConfig) -> Any:
+    """``${cpu_cap:CAP,UNDER_BUDGET}``: a ``conf/method`` entry's CPU cap on what a fit sees (e.g. UAP's 16
+    crops), which ``trainer.budget`` lifts: CAP without a budget, UNDER_BUDGET (the published setting; null = no
+    cap) under one, so a compute-matched sweep spends its passes on the data the method was published with. Caps
+    on epochs and iterations need no resolver: the budget replaces them in the loop."""
+    return cap if OmegaConf.select(_root_, "trainer.budget", default=None) is None else under_budget
 
 
 def methods_of(table: str) -> list[str]:
