@@ -136,7 +136,9 @@ counts; forward-only validation passes are counted apart). EfficientNet-Lite0, f
 the photo pool's fit scenes, the curve measured on {first['eval_size']} crops of its held-out scenes (the photo pool:
 49 natural photographs from 6 registry packages, split by scene; `conf/dataset/photo_pool.yaml`), seed 0,
 xi = 10/255. The dominant pattern runs to 64k passes with each loss, every baseline to 16k (its
-`conf/method/` entry; the budget replaces the entry's CPU caps). A cell "at N" is the first curve point at or
+`conf/method/` entry: the budget replaces the entry's caps on epochs and iterations and lifts its caps on the fit
+data to the published setting, all fit crops for UAP and 500 per epoch for DM-UAP; AAA keeps its 32 class
+impressions, and the generators of GAP, NAG and AAA their width 16). A cell "at N" is the first curve point at or
 after N passes (measured at the end of the step that reaches the grid value 1k, 2k, 4k, ...); "returned
 pattern" is the final record: the pattern the method returns (e.g. its best by its own validation on fit images),
 scored on the same held-out crops; † = the method stopped itself (its own validation rule) before that budget,
