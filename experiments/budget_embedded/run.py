@@ -142,7 +142,9 @@ impressions, and the generators of GAP, NAG and AAA their width 16). A cell "at 
 after N passes (measured at the end of the step that reaches the grid value 1k, 2k, 4k, ...); "returned
 pattern" is the final record: the pattern the method returns (e.g. its best by its own validation on fit images),
 scored on the same held-out crops; † = the method stopped itself (its own validation rule) before that budget,
-so the cell is its returned pattern. "Passes run" counts gradient passes only. One seed: a few
+so the cell is its returned pattern. "Passes run" counts gradient passes only; a pass is one forward row with
+autograd, so UAP's DeepFool, which takes 10 class gradients from each forward, spends several backward passes per
+counted pass (its fit seconds show it). One seed: a few
 points are within run-to-run noise. Floors on the same crops: random noise {noise}% fooling, random sign {sign}%.
 
 Produced by `make budget-embedded` (the sweeps `experiment=budget_embedded_ours` and
