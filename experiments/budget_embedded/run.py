@@ -97,13 +97,15 @@ def table(records: list[tuple[Path, dict[str, Any]]]) -> str:
 
 def figure(records: list[tuple[Path, dict[str, Any]]], key: str, label: str, path: Path) -> None:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for _, r in records:
-        curve = r.get("curve") or []
-        if curve:
-            ours = attack_info(r).get("card", {}).get("ours")
-            ax.plot([p["passes"] for p in curve], [100 * p[key] for p in curve], marker="o", markersize=3,
-                    linewidth=2.2 if ours else 1.0, label=method_name(r))
+    fig, ax = plt.subplots(figsize=(9, 6))
+    colours, markers = plt.rcParams["axes.prop_cycle"].by_key()["color"], "osv^Dx"
+    for i, (_, r) in enumerate(r for r in records if r[1].get("curve")):
+        curve = r["curve"]
+        ours = attack_info(r).get("card", {}).get("ours")
+        # the colour cycle repeats past 10 lines: each repeat gets its own marker and line style
+        ax.plot([p["passes"] for p in curve], [100 * p[key] for p in curve], color=colours[i % len(colours)],
+                marker=markers[i // len(colours) % len(markers)], markersize=4, linewidth=2.2 if ours else 1.0,
+                linestyle="-" if i < len(colours) else "--", label=method_name(r))
     floors = records[0][1].get("floors", {}) if records else {}
     for name, style in (("random_noise", ":"), ("random_sign", "--")):
         if key in floors.get(name, {}):
