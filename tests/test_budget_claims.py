@@ -117,4 +117,3 @@ def test_a_method_that_stopped_itself_keeps_its_returned_pattern_at_larger_budge
     fff = next(line for line in budget.table(budget.collect(tmp_path / "outputs")).splitlines()
                if line.startswith("| FFF"))
     assert "| 30.0 | 35.0 † | 35.0 † | 35.0 † |" in fff  # dominance at 2k, then its returned pattern
-

@@ -99,7 +99,7 @@ def figure(records: list[tuple[Path, dict[str, Any]]], key: str, label: str, pat
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     colours, markers = plt.rcParams["axes.prop_cycle"].by_key()["color"], "osv^Dx"
-    for i, (_, r) in enumerate(r for r in records if r[1].get("curve")):
+    for i, r in enumerate(record for _, record in records if record.get("curve")):
         curve = r["curve"]
         ours = attack_info(r).get("card", {}).get("ours")
         # the colour cycle repeats past 10 lines: each repeat gets its own marker and line style
